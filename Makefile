@@ -1,0 +1,46 @@
+# log-sidecar — `make run` for the demo, `make test` for everything CI checks, `make bench` for figures.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := logrotate prometheus
+
+.PHONY: run test lint unit bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) examples/demo/demo.py
+
+# The tests drive Debian's logrotate and a real Prometheus server; install them when missing.
+system-deps:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "make test needs the Debian packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 1; \
+		fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sidecar tests bench examples
+	$(VENV)/bin/mypy
+
+unit: $(STAMP) system-deps
+	$(VENV)/bin/pytest -q
+
+test: system-deps lint unit
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""Entry point for ``python -m sidecar``."""
+
+from sidecar.cli import entry
+
+entry()

@@ -1,0 +1,538 @@
+"""The file server: finds files, follows each by identity through every rotation, hands lines to the sink.
+
+One asyncio task owns every open file. Each round reads at most one chunk per file (so one busy or
+slow file cannot starve the others), frames it into complete lines and awaits the sink, which is
+where backpressure stops reading ahead. Positions only move in a file's :class:`Ledger` when the sink
+commits a batch, and only committed positions reach the state file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sidecar.checkpoint import CheckpointStore, Entry
+from sidecar.config import FollowConfig
+from sidecar.errors import CheckpointError
+from sidecar.events import Observer, RotationKind
+from sidecar.identity import FileKey, Fingerprint, read_head
+from sidecar.lines import Piece, frame
+from sidecar.log import get_logger
+from sidecar.paths import Found, PathsProvider
+from sidecar.siblings import siblings
+from sidecar.sink import Batch, Sink, Source
+from sidecar.watch import Changes, Watcher, make_watcher
+
+log = get_logger(__name__)
+
+MTIME_SLACK = 0.05
+"""File times come from the kernel's coarse clock, which may lag ``time.time()`` by a tick."""
+QUIET_AFTER_STOP = 1.0
+"""With --drain-timeout, how long files must stay quiet after SIGTERM before we exit early."""
+DRAIN_GRACE = 5.0
+"""After SIGTERM, how long reading a backlog and waiting for the sink may take beyond --drain-timeout."""
+
+
+class Ledger:
+    """Which bytes of one file generation the sink has confirmed, advanced strictly in file order."""
+
+    __slots__ = ("_pending", "committed")
+
+    def __init__(self, committed: int) -> None:
+        self.committed = committed
+        self._pending: deque[list[int]] = deque()
+
+    def add(self, end: int) -> Callable[[], None]:
+        """Register a batch ending at ``end``; the returned callable commits it."""
+        entry = [end, 0]
+        self._pending.append(entry)
+
+        def commit() -> None:
+            entry[1] = 1
+            while self._pending and self._pending[0][1]:
+                self.committed = self._pending.popleft()[0]
+
+        return commit
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending
+
+
+@dataclass(eq=False, slots=True)
+class Tail:
+    """An open file: where we read, what the sink confirmed, and whether its name still points at it."""
+
+    key: FileKey
+    fp: Fingerprint
+    path: str
+    real: str
+    pattern: str
+    fd: int
+    pos: int
+    ledger: Ledger
+    pending: bytes = b""
+    rotated: RotationKind | None = None
+    at_eof: bool = False
+    last_growth: float = field(default_factory=time.monotonic)
+    seen_at_path: float = field(default_factory=time.time)
+    behind_since: float | None = None
+    size: int = 0
+
+    @property
+    def source(self) -> Source:
+        return Source(self.path, self.pattern)
+
+    def entry(self, now: float) -> Entry:
+        return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, self.ledger.committed,
+                     self.real, self.pattern, now)
+
+
+def _reason(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, "error").lower()
+
+
+class Follower:
+    """Follows every file the globs match and feeds complete lines to ``sink``."""
+
+    def __init__(self, config: FollowConfig, sink: Sink, observer: Observer,
+                 watcher: Watcher | None = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.observer = observer
+        self.store = CheckpointStore(config.checkpoint_dir)
+        self.paths = PathsProvider(config.paths, config.exclude)
+        self.watcher = watcher or make_watcher(config.watch)
+        self.tails: list[Tail] = []
+        self.by_key: dict[FileKey, Tail] = {}
+        self.closed: dict[FileKey, Entry] = {}
+        self.scanned = False
+        self._read_size = min(config.read_chunk_bytes, config.max_line_bytes)
+        self._buf = bytearray(config.max_line_bytes + self._read_size)
+        self._view = memoryview(self._buf)
+        self._complained: set[str] = set()
+        self._checkpoint_failing = False
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the state file and open every matching file at its saved (or initial) position."""
+        self.store.prepare()
+        first_start = not self.store.exists()
+        try:
+            entries = self.store.load()
+        except CheckpointError as exc:
+            aside = self.store.quarantine()
+            log.error("checkpoint_unreadable", error=str(exc), moved_to=str(aside))
+            self.observer.read_error("checkpoint", "corrupt")
+            entries = []
+        for entry in entries:
+            self.closed[FileKey(entry.dev, entry.ino)] = entry
+        self._discover(first_start=first_start, startup=True)
+        self._resume_rotated_while_down()
+        self.scanned = True
+
+    def _resume_rotated_while_down(self) -> None:
+        """Finish generations that were renamed away while we were down: found beside their old name by inode."""
+        for key, entry in list(self.closed.items()):
+            for sib in siblings(entry.path):
+                if FileKey.of(sib.st) == key and sib.st.st_size > entry.offset:
+                    tail = self._open(Found(sib.path, entry.pattern), key, entry.offset, rotated="rename",
+                                      fp=Fingerprint(entry.fingerprint, entry.fp_len))
+                    if tail is not None:
+                        del self.closed[key]
+                        log.info("resuming_rotated", path=sib.path, offset=entry.offset)
+                    break
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def _discover(self, first_start: bool = False, startup: bool = False) -> None:
+        found: list[tuple[Found, os.stat_result]] = []
+        for item in self.paths.scan():
+            try:
+                st = os.stat(item.path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    continue
+                self._complain_once(item.path, "not_regular", "matched path is not a regular file; exclude it")
+                continue
+            found.append((item, st))
+        known = {i for i, (_, st) in enumerate(found) if FileKey.of(st) in self.closed or FileKey.of(st) in self.by_key}
+        order = sorted(range(len(found)), key=lambda i: i not in known)
+        for i in order:
+            self._consider(found[i][0], found[i][1], first_start, startup)
+        self.watcher.watch(self.paths.watch_dirs() | {os.path.dirname(t.real) for t in self.tails})
+
+    def _consider(self, item: Found, st: os.stat_result, first_start: bool, startup: bool) -> None:
+        key = FileKey.of(st)
+        if key in self.by_key:
+            return
+        entry = self.closed.get(key)
+        ignore_older = self.config.ignore_older
+        if entry is None and ignore_older is not None and time.time() - st.st_mtime > ignore_older:
+            return
+        fd = self._open_fd(item)
+        if fd < 0:
+            return
+        try:
+            head = read_head(fd)
+        except OSError as exc:
+            os.close(fd)
+            self._read_error(item.pattern, item.path, exc)
+            return
+        if entry is not None and Fingerprint(entry.fingerprint, entry.fp_len).matches(head):
+            if not startup and st.st_size <= entry.offset:
+                os.close(fd)
+                entry.seen = time.time()
+                return
+            del self.closed[key]
+            tail = self._track(item, key, fd, entry.offset, Fingerprint(entry.fingerprint, entry.fp_len))
+            if st.st_size < entry.offset:
+                self._truncated(tail, head)
+            return
+        if entry is not None:
+            del self.closed[key]
+            replaced = self._track(item, key, fd, entry.offset, Fingerprint(entry.fingerprint, entry.fp_len))
+            self._truncated(replaced, head)
+            return
+        if self._copy_of_open_file(item.path, head, st):
+            os.close(fd)
+            return
+        offset = self._tail_offset(fd, st.st_size) if first_start and self.config.read_from == "tail" else 0
+        self._track(item, key, fd, offset, Fingerprint.of(head))
+
+    def _copy_of_open_file(self, path: str, head: bytes, st: os.stat_result) -> bool:
+        """A new file with the head of a followed file beside it is its copy (copytruncate): remember it unread."""
+        real = os.path.realpath(path)
+        directory, name = os.path.split(real)
+        for tail in self.tails:
+            tdir, tname = os.path.split(tail.real)
+            if (tdir == directory and name != tname and name.startswith(tname) and tail.fp.length
+                    and tail.fp.matches(head)):
+                key = FileKey.of(st)
+                self.closed[key] = Entry(key.dev, key.ino, tail.fp.digest, tail.fp.length, st.st_size, real,
+                                         tail.pattern, time.time())
+                return True
+        return False
+
+    @staticmethod
+    def _tail_offset(fd: int, size: int) -> int:
+        """Just past the last complete line: where ``--read-from tail`` starts."""
+        start = max(0, size - 65536)
+        data = os.pread(fd, size - start, start)
+        return start + data.rfind(b"\n") + 1 if b"\n" in data else size
+
+    def _open_fd(self, item: Found) -> int:
+        try:
+            fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self._complain_once(item.path, _reason(exc), f"cannot open: {exc.strerror}; fix its permissions")
+            self.observer.read_error(item.pattern, _reason(exc))
+            return -1
+        self._complained.discard(item.path)
+        return fd
+
+    def _open(self, item: Found, key: FileKey, offset: int, rotated: RotationKind | None,
+              fp: Fingerprint) -> Tail | None:
+        fd = self._open_fd(item)
+        if fd < 0:
+            return None
+        tail = self._track(item, key, fd, offset, fp)
+        tail.rotated = rotated
+        return tail
+
+    def _track(self, item: Found, key: FileKey, fd: int, offset: int, fp: Fingerprint,
+               before: Tail | None = None) -> Tail:
+        tail = Tail(key, fp, item.path, os.path.realpath(item.path), item.pattern, fd, offset, Ledger(offset))
+        if before is None:
+            self.tails.append(tail)
+        else:
+            self.tails.insert(self.tails.index(before), tail)
+        self.by_key[key] = tail
+        self.observer.file_opened(item.pattern)
+        log.info("file_opened", path=item.path, inode=key.ino, offset=offset)
+        return tail
+
+    # -- rotation -------------------------------------------------------------------------------
+
+    def _truncated(self, tail: Tail, head: bytes) -> None:
+        """The file shrank or was rewritten: finish the old content from its copy if one exists, restart at 0."""
+        resume = tail.pos - len(tail.pending)
+        kind: RotationKind = "truncate"
+        for sib in siblings(tail.real):
+            sib_key = FileKey.of(sib.st)
+            if sib_key == tail.key or sib_key in self.by_key:
+                continue
+            try:
+                with open(sib.path, "rb") as copy:
+                    copy_head = copy.read(tail.fp.length)
+            except OSError:
+                continue
+            if not tail.fp.length or not tail.fp.matches(copy_head):
+                continue
+            kind = "copytruncate"
+            self.closed.pop(sib_key, None)
+            if sib.st.st_size > resume:
+                found = Found(sib.path, tail.pattern)
+                fd = self._open_fd(found)
+                if fd >= 0:
+                    copy_tail = self._track(found, sib_key, fd, resume, tail.fp, before=tail)
+                    copy_tail.ledger = tail.ledger
+                    copy_tail.rotated = "copytruncate"
+                    log.info("copytruncate_recovery", path=tail.path, copy=sib.path,
+                             missing_bytes=sib.st.st_size - resume)
+            break
+        if kind == "truncate" and resume > 0:
+            log.warning("file_truncated", path=tail.path, unread_from=resume)
+        self.observer.rotated(tail.pattern, kind)
+        tail.pos = 0
+        tail.pending = b""
+        tail.fp = Fingerprint.of(head)
+        tail.ledger = Ledger(0)
+        tail.at_eof = False
+
+    def _check_name(self, tail: Tail) -> None:
+        """Has the tail's name been taken from it (rename, delete, symlink swap)?"""
+        if tail.rotated is not None:
+            return
+        now = time.time()
+        try:
+            st = os.stat(tail.path)
+            if FileKey.of(st) == tail.key:
+                tail.seen_at_path = now
+                tail.size = st.st_size
+                return
+        except OSError:
+            pass
+        try:
+            deleted = os.fstat(tail.fd).st_nlink == 0
+        except OSError:
+            deleted = True
+        kind: RotationKind = "delete" if deleted else "symlink" if os.path.islink(tail.path) else "rename"
+        tail.rotated = kind
+        tail.at_eof = False
+        self.observer.rotated(tail.pattern, kind)
+        log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
+        if kind == "rename":
+            self._find_generations(tail)
+
+    def _find_generations(self, tail: Tail) -> None:
+        """Generations created and renamed away between two of our looks: beside the file, written since then."""
+        found = [sib for sib in siblings(tail.real)
+                 if FileKey.of(sib.st) not in self.by_key and FileKey.of(sib.st) not in self.closed
+                 and sib.st.st_mtime >= tail.seen_at_path - MTIME_SLACK]
+        after = self.tails.index(tail) + 1
+        for sib in sorted(found, key=lambda s: s.st.st_mtime_ns, reverse=True):
+            gen = self._open(Found(sib.path, tail.pattern), FileKey.of(sib.st), 0, "rename", Fingerprint.of(b""))
+            if gen is not None:
+                self.tails.remove(gen)
+                self.tails.insert(after, gen)
+                log.info("generation_found", path=sib.path, inode=gen.key.ino)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read_once(self, tail: Tail) -> bool:
+        """Read one chunk from ``tail`` and emit its complete lines; False when there was nothing new."""
+        try:
+            head = read_head(tail.fd)
+            if not tail.fp.matches(head):
+                self._truncated(tail, head)
+            elif not tail.fp.complete and len(head) > tail.fp.length:
+                tail.fp = Fingerprint.of(head)
+            carried = len(tail.pending)
+            self._buf[:carried] = tail.pending
+            got = os.preadv(tail.fd, [self._view[carried: carried + self._read_size]], tail.pos)
+            if got == 0:
+                size = os.fstat(tail.fd).st_size
+                if size < tail.pos:
+                    self._truncated(tail, read_head(tail.fd))
+                    return True
+                tail.size = size
+                tail.at_eof = True
+                return False
+        except OSError as exc:
+            self._read_error(tail.pattern, tail.path, exc)
+            return False
+        base = tail.pos - carried
+        tail.pos += got
+        tail.size = max(tail.size, tail.pos)
+        tail.at_eof = False
+        tail.last_growth = time.monotonic()
+        pieces, rest = frame(self._buf, self._view, carried + got, self.config.max_line_bytes)
+        tail.pending = bytes(self._buf[rest: carried + got])
+        for piece in pieces:
+            await self._emit(tail, piece, base)
+        return True
+
+    async def _emit(self, tail: Tail, piece: Piece, base: int) -> None:
+        if piece.start < 0:
+            self.observer.long_line(tail.pattern)
+        offset = base + piece.start if piece.start >= 0 else -1
+        commit = tail.ledger.add(base + piece.end)
+        self.observer.read(tail.pattern, piece.lines, len(piece.data))
+        await self.sink.emit(Batch(tail.source, piece.data, piece.lines, tail.fd, offset, commit))
+
+    async def _read_round(self, tails: Iterable[Tail]) -> bool:
+        busy = False
+        for tail in list(tails):
+            if tail.fd >= 0 and await self._read_once(tail):
+                busy = True
+        return busy
+
+    def _read_error(self, pattern: str, path: str, exc: OSError) -> None:
+        self.observer.read_error(pattern, _reason(exc))
+        self._complain_once(path, _reason(exc), f"read failed: {exc.strerror}")
+
+    def _complain_once(self, path: str, reason: str, message: str) -> None:
+        if path not in self._complained:
+            self._complained.add(path)
+            log.error("file_error", path=path, reason=reason, message=message)
+
+    # -- letting go -----------------------------------------------------------------------------
+
+    async def _close_finished(self) -> None:
+        """Close rotated-away files that were read to the end and stayed quiet for ``--rotate-wait``."""
+        now = time.monotonic()
+        for tail in [t for t in self.tails if t.rotated is not None and t.at_eof]:
+            if now - tail.last_growth < self.config.rotate_wait:
+                continue
+            if tail.pending:
+                await self._emit_unfinished(tail)
+            if tail.ledger.idle:
+                self._close(tail)
+
+    async def _emit_unfinished(self, tail: Tail) -> None:
+        """A file we let go can never complete its last line: emit it with a newline of our own."""
+        data, tail.pending = tail.pending + b"\n", b""
+        piece = Piece(memoryview(data), 1, -1, len(data) - 1)
+        await self._emit(tail, piece, tail.pos - piece.end)
+
+    def _close(self, tail: Tail) -> None:
+        try:
+            alive = os.fstat(tail.fd).st_nlink > 0
+        except OSError:
+            alive = False
+        os.close(tail.fd)
+        tail.fd = -1
+        self.tails.remove(tail)
+        del self.by_key[tail.key]
+        if alive:
+            self.closed[tail.key] = tail.entry(time.time())
+        self.observer.file_closed(tail.pattern)
+        log.info("file_closed", path=tail.path, inode=tail.key.ino, offset=tail.ledger.committed)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Write every known file's committed position; a failure is reported and retried next time."""
+        now = time.time()
+        self._forget_stale(now)
+        entries = [t.entry(now) for t in self.tails] + list(self.closed.values())
+        try:
+            self.store.save(entries)
+        except CheckpointError as exc:
+            self.observer.checkpoint_written(False)
+            if not self._checkpoint_failing:
+                log.error("checkpoint_failed", error=str(exc))
+            self._checkpoint_failing = True
+            return
+        if self._checkpoint_failing:
+            log.info("checkpoint_recovered", path=str(self.store.path))
+        self._checkpoint_failing = False
+        self.observer.checkpoint_written(True)
+
+    def _forget_stale(self, now: float) -> None:
+        for key, entry in list(self.closed.items()):
+            try:
+                present = FileKey.of(os.stat(entry.path)) == key
+            except OSError:
+                present = False
+            if present:
+                entry.seen = now
+            elif now - entry.seen > self.config.forget_after:
+                del self.closed[key]
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        behind = 0
+        oldest = now
+        for tail in self.tails:
+            lag = max(tail.size - tail.ledger.committed, 0)
+            behind += lag
+            if lag == 0:
+                tail.behind_since = None
+            elif tail.behind_since is None:
+                tail.behind_since = now
+            oldest = min(oldest, tail.behind_since or now)
+        self.observer.files_watched(len(self.tails))
+        self.observer.backlog(behind, now - oldest)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow until ``stop`` is set, then drain what is readable, flush the sink and checkpoint."""
+        if not self.scanned:
+            self.start()
+        poll = self.config.poll_interval
+        next_poll = time.monotonic()
+        next_checkpoint = time.monotonic() + self.config.checkpoint_interval
+        changes = Changes(everything=True)
+        hot: set[Tail] = set()
+        while not stop.is_set():
+            now = time.monotonic()
+            tick = changes.everything or now >= next_poll
+            if tick or changes.structure:
+                self._discover()
+            if tick:
+                for tail in list(self.tails):
+                    self._check_name(tail)
+                self._report()
+                next_poll = now + poll
+            wanted = self.tails if tick else [
+                t for t in self.tails
+                if t in hot or t.rotated is not None or t.real in changes.paths or t.path in changes.paths]
+            busy = await self._read_round(wanted)
+            hot = {t for t in wanted if not t.at_eof}
+            await self._close_finished()
+            if time.monotonic() >= next_checkpoint:
+                self.checkpoint()
+                next_checkpoint = time.monotonic() + self.config.checkpoint_interval
+            if busy:
+                changes = Changes()
+                await asyncio.sleep(0)
+                continue
+            changes = await self.watcher.wait(min(next_poll, next_checkpoint) - time.monotonic())
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Drain what is readable (and, with --drain-timeout, what arrives until files are quiet), then checkpoint.
+
+        Partial lines are not emitted here: they stay in the checkpoint and come out whole after a restart.
+        """
+        start = time.monotonic()
+        deadline = start + self.config.drain_timeout
+        hard_deadline = deadline + DRAIN_GRACE
+        quiet_since = start
+        while True:
+            busy = await self._read_round(self.tails)
+            now = time.monotonic()
+            if busy and now < hard_deadline:
+                quiet_since = now
+                continue
+            if now >= deadline or now - quiet_since >= min(QUIET_AFTER_STOP, self.config.drain_timeout):
+                break
+            await self.watcher.wait(min(0.1, deadline - now))
+        await self.sink.drain(timeout=DRAIN_GRACE)
+        self.checkpoint()
+        for tail in list(self.tails):
+            os.close(tail.fd)
+        self.watcher.close()
+        log.info("stopped", files=len(self.tails), checkpoint=str(self.store.path))

@@ -1,0 +1,57 @@
+"""Knowing a file by what it is, not by what it is called.
+
+A file is the pair (device, inode) plus a fingerprint of its first bytes. The inode follows a file
+through renames and symlink swaps; the fingerprint tells a reused inode, or a file truncated and
+rewritten in place, from the file we knew; and it recognises a copy (copytruncate) by its content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+FP_BYTES = 256
+"""How many leading bytes identify content. Enough to hold a timestamp and some text of the first lines."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FileKey:
+    """Device and inode: stable across renames, reused after a delete."""
+
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileKey:
+        return cls(st.st_dev, st.st_ino)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A hash of a file's first ``length`` bytes (fewer than :data:`FP_BYTES` while the file is small)."""
+
+    digest: str
+    length: int
+
+    @classmethod
+    def of(cls, head: bytes) -> Fingerprint:
+        head = head[:FP_BYTES]
+        return cls(_digest(head), len(head))
+
+    @property
+    def complete(self) -> bool:
+        return self.length >= FP_BYTES
+
+    def matches(self, head: bytes) -> bool:
+        """Whether ``head`` (a file's first bytes) starts with the content this fingerprint was taken of."""
+        return len(head) >= self.length and _digest(head[: self.length]) == self.digest
+
+
+def read_head(fd: int) -> bytes:
+    """The bytes a fingerprint is taken of."""
+    return os.pread(fd, FP_BYTES, 0)

@@ -1,0 +1,51 @@
+"""Cutting a read buffer into complete lines without touching them one by one.
+
+The hot path finds the last newline with one ``rfind`` and counts lines with one ``count``; only a
+line longer than ``max_line`` (which the caller guarantees can only be the first one in the buffer,
+by never reading more than ``max_line`` new bytes at once) costs extra work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Piece:
+    """Lines ready to emit. ``start == -1`` means ``data`` is not a verbatim slice of the buffer."""
+
+    data: memoryview
+    lines: int
+    start: int
+    end: int
+
+
+def utf8_cut(buf: bytearray, cut: int, floor: int) -> int:
+    """Move ``cut`` back (at most 3 bytes) so that it does not split a UTF-8 sequence."""
+    for pos in range(cut, max(cut - 3, floor + 1) - 1, -1):
+        if buf[pos] & 0xC0 != 0x80:
+            return pos
+    return cut
+
+
+def frame(buf: bytearray, view: memoryview, total: int, max_line: int) -> tuple[list[Piece], int]:
+    """Split ``buf[:total]`` into pieces of complete lines; return them and where the incomplete rest starts.
+
+    A line whose content exceeds ``max_line`` bytes is cut on a UTF-8 boundary into pieces that each get
+    a ``\\n`` of their own, so that memory stays bounded whatever the application writes.
+    """
+    pieces: list[Piece] = []
+    begin = 0
+    while True:
+        newline = buf.find(b"\n", begin, total)
+        content_end = newline if newline >= 0 else total
+        if content_end - begin <= max_line:
+            break
+        cut = utf8_cut(buf, begin + max_line, begin)
+        pieces.append(Piece(memoryview(bytes(buf[begin:cut]) + b"\n"), 1, -1, cut))
+        begin = cut
+    end = buf.rfind(b"\n", begin, total) + 1
+    if end > begin:
+        pieces.append(Piece(view[begin:end], buf.count(b"\n", begin, end), begin, end))
+        begin = end
+    return pieces, begin

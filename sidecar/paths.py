@@ -1,0 +1,61 @@
+"""Which files to follow: globs minus excludes, and which directories to watch for new ones.
+
+Discovery is a plain rescan, cheap enough to run on every directory event and every poll tick; the
+identity layer, not this one, decides whether a path is a file we already know.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A path matched by ``pattern`` (symlinks not yet resolved)."""
+
+    path: str
+    pattern: str
+
+
+class PathsProvider:
+    """Expands the configured globs; an exclude without ``/`` matches the file name, else the whole path."""
+
+    def __init__(self, patterns: tuple[str, ...], excludes: tuple[str, ...] = ()) -> None:
+        self.patterns = tuple(os.path.abspath(p) for p in patterns)
+        self._excludes = excludes
+
+    def excluded(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return any(fnmatch.fnmatch(name if "/" not in ex else path, ex) for ex in self._excludes)
+
+    def scan(self) -> Iterator[Found]:
+        """Every path the globs match now, first pattern first, each path once."""
+        seen: set[str] = set()
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                if path not in seen and not self.excluded(path):
+                    seen.add(path)
+                    yield Found(path, pattern)
+
+    def watch_dirs(self) -> set[str]:
+        """Directories whose events can reveal a new matching file: each glob's fixed prefix and the levels below."""
+        dirs: set[str] = set()
+        for pattern in self.patterns:
+            parts = os.path.dirname(pattern).split(os.sep)
+            fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+            for depth in range(max(fixed, 2), len(parts) + 1):
+                level = os.sep.join(parts[:depth])
+                dirs.update(d for d in glob.glob(level, recursive=True) if _is_dir(d))
+        return dirs
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False

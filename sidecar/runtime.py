@@ -1,0 +1,130 @@
+"""Process wiring shared by both modes: logging, limits, signals, the HTTP endpoint, and the follow loop.
+
+A mode only says how to build its sink; everything a sidecar process must do around that — answer
+probes, stop cleanly on SIGTERM, exit at once on a second signal, report errors as one line — is
+done here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sidecar import log as diagnostics
+from sidecar.config import FollowConfig
+from sidecar.errors import SidecarError
+from sidecar.follow import Follower
+from sidecar.health import Health
+from sidecar.http import start_http
+from sidecar.log import get_logger
+from sidecar.metrics import Metrics
+from sidecar.sink import Sink
+
+log = get_logger(__name__)
+
+Mode = Literal["stream", "agent"]
+HEARTBEAT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """What the process needs besides the core's options."""
+
+    metrics_port: int
+    metrics_address: str = "0.0.0.0"
+    log_level: str = "info"
+    log_format: str = "logfmt"
+
+
+def runtime_options_from(params: dict[str, Any]) -> RuntimeOptions:
+    """Build :class:`RuntimeOptions` from the parsed ``runtime_options``."""
+    return RuntimeOptions(params["metrics_port"], params["metrics_address"], params["log_level"],
+                          params["log_format"])
+
+
+@dataclass(frozen=True, slots=True)
+class ModeContext:
+    """What a mode's sink factory may use."""
+
+    metrics: Metrics
+    health: Health
+    config: FollowConfig
+
+
+SinkFactory = Callable[[ModeContext], Sink]
+
+
+def run_mode(mode: Mode, config: FollowConfig, runtime: RuntimeOptions, make_sink: SinkFactory) -> int:
+    """Run a mode until SIGTERM/SIGINT; return the process exit code."""
+    diagnostics.setup(runtime.log_level, runtime.log_format)
+    _raise_open_file_limit()
+    try:
+        return asyncio.run(_main(mode, config, runtime, make_sink))
+    except SidecarError as exc:
+        log.error("fatal", error=str(exc))
+        return exc.exit_code
+
+
+def _raise_open_file_limit() -> None:
+    """Hundreds of followed files need more descriptors than the usual soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second_signal", signal=signal.Signals(signum).name, action="exit now")
+            os._exit(128 + signum)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _heartbeat(health: Health) -> None:
+    while True:
+        health.beat()
+        await asyncio.sleep(HEARTBEAT)
+
+
+async def _main(mode: Mode, config: FollowConfig, runtime: RuntimeOptions, make_sink: SinkFactory) -> int:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    metrics = Metrics(mode)
+    health = Health()
+    sink = make_sink(ModeContext(metrics, health, config))
+    follower = Follower(config, sink, metrics)
+    server = None
+    if runtime.metrics_port:
+        try:
+            server = await start_http(runtime.metrics_address, runtime.metrics_port, metrics.registry, health)
+        except OSError as exc:
+            raise SidecarError(
+                f"cannot serve metrics on {runtime.metrics_address}:{runtime.metrics_port} ({exc.strerror}): "
+                "choose another --metrics-port / SIDECAR_METRICS_PORT, or 0 to disable"
+            ) from exc
+    follower.start()
+    health.set_watching(True)
+    beating = asyncio.create_task(_heartbeat(health))
+    log.info("started", mode=mode, paths=",".join(config.paths), files=len(follower.tails),
+             metrics=f"http://{runtime.metrics_address}:{runtime.metrics_port}/metrics" if server else "off")
+    try:
+        await follower.run(stop)
+    finally:
+        beating.cancel()
+        if server is not None:
+            server.close()
+    return 0

@@ -1,0 +1,63 @@
+"""The seam between the follow core and a mode: batches of complete lines, and the sink that takes them.
+
+The core reads files and hands each run of complete lines to a :class:`Sink` as a :class:`Batch`. The
+sink decides when the bytes are safe (written to stdout, acknowledged by a receiver) and says so with
+:meth:`Batch.commit`; only then may the checkpoint move past them. That single rule is what makes
+stream mode lose nothing and agent mode at-least-once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a batch came from: the file's path when it was found, and the glob that found it."""
+
+    path: str
+    pattern: str
+
+
+class Batch:
+    """Complete lines, each ending in ``\\n``, read from one file in file order.
+
+    ``data`` points into the core's read buffer and is valid only until :meth:`Sink.emit` returns: a sink
+    that keeps lines longer (agent mode) copies or encodes them first. When ``offset >= 0``, ``data`` is
+    byte for byte the file range starting there on descriptor ``fd``, so a sink may copy it in the kernel
+    (``os.sendfile``) instead; ``offset == -1`` marks bytes the core made (a split long line).
+    """
+
+    __slots__ = ("_on_commit", "data", "fd", "lines", "offset", "source")
+
+    def __init__(
+        self,
+        source: Source,
+        data: memoryview,
+        lines: int,
+        fd: int,
+        offset: int,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self.source = source
+        self.data = data
+        self.lines = lines
+        self.fd = fd
+        self.offset = offset
+        self._on_commit = on_commit
+
+    def commit(self) -> None:
+        """Declare these lines safe: the checkpoint may move past them (in file order)."""
+        self._on_commit()
+
+
+class Sink(Protocol):
+    """Where a mode takes the lines."""
+
+    async def emit(self, batch: Batch) -> None:
+        """Take a batch; wait here to apply backpressure. Commit now or later."""
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: wait up to ``timeout`` seconds for everything emitted to be committed."""
