@@ -21,7 +21,7 @@ from sidecar.checkpoint import CheckpointStore, Entry
 from sidecar.config import FollowConfig
 from sidecar.errors import CheckpointError
 from sidecar.events import Observer, RotationKind
-from sidecar.identity import FileKey, Fingerprint, read_head
+from sidecar.identity import FP_BYTES, FileKey, Fingerprint, read_head
 from sidecar.lines import Piece, frame
 from sidecar.log import get_logger
 from sidecar.paths import Found, PathsProvider
@@ -118,6 +118,7 @@ class Follower:
         self._view = memoryview(self._buf)
         self._complained: set[str] = set()
         self._checkpoint_failing = False
+        self._last_scan: float | None = None
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class Follower:
     # -- discovery ------------------------------------------------------------------------------
 
     def _discover(self, first_start: bool = False, startup: bool = False) -> None:
+        scan_started = time.time()
         found: list[tuple[Found, os.stat_result]] = []
         for item in self.paths.scan():
             try:
@@ -169,6 +171,7 @@ class Follower:
         order = sorted(range(len(found)), key=lambda i: i not in known)
         for i in order:
             self._consider(found[i][0], found[i][1], first_start, startup)
+        self._last_scan = scan_started
         self.watcher.watch(self.paths.watch_dirs() | {os.path.dirname(t.real) for t in self.tails})
 
     def _consider(self, item: Found, st: os.stat_result, first_start: bool, startup: bool) -> None:
@@ -207,7 +210,9 @@ class Follower:
             os.close(fd)
             return
         offset = self._tail_offset(fd, st.st_size) if first_start and self.config.read_from == "tail" else 0
-        self._track(item, key, fd, offset, Fingerprint.of(head))
+        tail = self._track(item, key, fd, offset, Fingerprint.of(head))
+        if not startup and self._last_scan is not None:
+            self._find_generations(tail, self._last_scan)
 
     def _copy_of_open_file(self, path: str, head: bytes, st: os.stat_result) -> bool:
         """A new file with the head of a followed file beside it is its copy (copytruncate): remember it unread."""
@@ -322,20 +327,35 @@ class Follower:
         self.observer.rotated(tail.pattern, kind)
         log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
         if kind == "rename":
-            self._find_generations(tail)
+            self._find_generations(tail, tail.seen_at_path)
 
-    def _find_generations(self, tail: Tail) -> None:
-        """Generations created and renamed away between two of our looks: beside the file, written since then."""
-        found = [sib for sib in siblings(tail.real)
-                 if FileKey.of(sib.st) not in self.by_key and FileKey.of(sib.st) not in self.closed
-                 and sib.st.st_mtime >= tail.seen_at_path - MTIME_SLACK]
-        after = self.tails.index(tail) + 1
-        for sib in sorted(found, key=lambda s: s.st.st_mtime_ns, reverse=True):
-            gen = self._open(Found(sib.path, tail.pattern), FileKey.of(sib.st), 0, "rename", Fingerprint.of(b""))
-            if gen is not None:
+    def _find_generations(self, anchor: Tail, since: float) -> None:
+        """Generations created and renamed away between two of our looks: beside the file, written since then.
+
+        They are read from their first byte, oldest first, just before the file that now holds the name
+        (they are older than it and newer than everything we followed under that name before).
+        """
+        found: list[tuple[Found, os.stat_result]] = []
+        for sib in siblings(anchor.real):
+            key = FileKey.of(sib.st)
+            if key in self.by_key or key in self.closed or sib.st.st_mtime < since - MTIME_SLACK:
+                continue
+            try:
+                with open(sib.path, "rb") as gen_file:
+                    head = gen_file.read(FP_BYTES)
+            except OSError:
+                continue
+            if not self._copy_of_open_file(sib.path, head, sib.st):
+                found.append((Found(sib.path, anchor.pattern), sib.st))
+        newest = next((t for t in self.tails if t.path == anchor.path and t.rotated is None), None)
+        for item, st in sorted(found, key=lambda f: f[1].st_mtime_ns):
+            gen = self._open(item, FileKey.of(st), 0, "rename", Fingerprint.of(b""))
+            if gen is None:
+                continue
+            if newest is not None and newest is not gen:
                 self.tails.remove(gen)
-                self.tails.insert(after, gen)
-                log.info("generation_found", path=sib.path, inode=gen.key.ino)
+                self.tails.insert(self.tails.index(newest), gen)
+            log.info("generation_found", path=item.path, inode=gen.key.ino)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -490,10 +510,10 @@ class Follower:
             now = time.monotonic()
             tick = changes.everything or now >= next_poll
             if tick or changes.structure:
-                self._discover()
-            if tick:
                 for tail in list(self.tails):
                     self._check_name(tail)
+                self._discover()
+            if tick:
                 self._report()
                 next_poll = now + poll
             wanted = self.tails if tick else [

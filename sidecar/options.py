@@ -89,7 +89,7 @@ def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*decls, cls=EnvOption, **kwargs)
 
 
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     def apply(func: F) -> F:
         for decorator in reversed(decorators):
             func = decorator(func)
@@ -98,7 +98,7 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-follow_options = _compose(
+follow_options = compose(
     click.argument("paths", nargs=-1, metavar="GLOB..."),
     option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching this glob (repeatable)."),
     option(
@@ -148,7 +148,7 @@ follow_options = _compose(
     ),
 )
 
-runtime_options = _compose(
+runtime_options = compose(
     option(
         "--metrics-port",
         type=click.IntRange(0, 65535),

@@ -1,0 +1,294 @@
+"""The agent mode's :class:`~sidecar.sink.Sink`: lines -> chunks -> a Forward receiver, committed on ack.
+
+Each batch is split into lines once and encoded in bulk into the open chunk of its tag. A chunk is sealed
+when it reaches ``chunk_records`` or ``chunk_bytes``, or when it has been open ``flush_interval`` (a
+timer task), and handed to the sender in a task of its own. At most ``max_in_flight`` sealed chunks wait
+for their acknowledgement: sealing one more waits in :meth:`ForwardSink.emit`, which stops the follow
+core from reading on. That is what keeps memory bounded while a receiver is down: the log files are the
+buffer, not this process.
+
+A batch is committed (the checkpoint may pass it) only when every chunk holding any of its lines is
+acknowledged, tracked by a reference-counted :class:`_Hold`. With multiline grouping, an incomplete
+group also holds the batches its lines came from, so a checkpoint never passes lines still waiting for
+the rest of their stack trace. With ``--require-ack false`` the sender returns once a chunk is written,
+so commits happen on write (at-most-once across a receiver crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sidecar.agent.multiline import Grouper, RuleFactory
+from sidecar.agent.records import Encoder, FileShape, RecordShape
+from sidecar.errors import ForwardError
+from sidecar.log import get_logger
+from sidecar.sink import Batch
+
+log = get_logger("agent")
+
+# Per-file multiline state is kept while files come and go; past this many files, groupers holding
+# nothing are dropped (their rule state only matters inside a stack trace).
+_GROUPERS_LIMIT = 10_000
+
+
+class ChunkSender(Protocol):
+    """Delivers chunks (``sidecar.forward.pool.ForwardPool``)."""
+
+    async def send_chunk(self, tag: str, entries: bytes, count: int) -> None:
+        """Return once the chunk is acknowledged (or written, without acks); resend meanwhile."""
+
+    async def close(self) -> None:
+        """Stop: sends still waiting fail with :class:`ForwardError`."""
+
+
+class AgentObserver(Protocol):
+    """The metrics calls agent mode makes (``sidecar.metrics.Metrics``)."""
+
+    def delivered(self, pattern: str, lines: int, nbytes: int) -> None: ...
+
+    def unparsed(self, pattern: str) -> None: ...
+
+    def multiline_truncated(self, pattern: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkOptions:
+    """Chunking, flow control and multiline bounds; defaults are the documented CLI defaults."""
+
+    chunk_records: int = 10_000
+    chunk_bytes: int = 2 * 1024 * 1024
+    flush_interval: float = 1.0
+    max_in_flight: int = 8
+    multiline_timeout: float = 1.0
+    multiline_max_lines: int = 1000
+    multiline_max_bytes: int = 1024 * 1024
+
+
+class _Hold:
+    """Commits a batch when its last owner lets go: the emit call, chunks, an incomplete group."""
+
+    __slots__ = ("_batch", "_nbytes", "_observer", "count")
+
+    def __init__(self, batch: Batch, nbytes: int, observer: AgentObserver) -> None:
+        self._batch = batch
+        self._nbytes = nbytes
+        self._observer = observer
+        self.count = 1
+
+    def release(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._batch.commit()
+            self._observer.delivered(self._batch.source.pattern, self._batch.lines, self._nbytes)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Entries gathered for one tag, and the batches they came from."""
+
+    tag: str
+    opened: float
+    parts: list[bytes] = field(default_factory=list)
+    records: int = 0
+    nbytes: int = 0
+    holds: list[_Hold] = field(default_factory=list)
+
+    def add(self, entries: bytes, count: int, holds: list[_Hold]) -> None:
+        self.parts.append(entries)
+        self.records += count
+        self.nbytes += len(entries)
+        for hold in holds:
+            hold.count += 1
+        self.holds.extend(holds)
+
+
+@dataclass(slots=True)
+class _FileGroups:
+    """One file's multiline state: its grouper and the holds of the lines in its incomplete group."""
+
+    grouper: Grouper
+    pattern: str
+    holds: list[_Hold] = field(default_factory=list)
+
+
+class ForwardSink:
+    """Ships batches as Forward chunks; see the module docstring."""
+
+    def __init__(
+        self,
+        sender: ChunkSender,
+        shape: RecordShape,
+        encoder: Encoder,
+        observer: AgentObserver,
+        options: SinkOptions | None = None,
+        multiline: RuleFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        self._sender = sender
+        self._shape = shape
+        self._encoder = encoder
+        self._observer = observer
+        self._options = options or SinkOptions()
+        self._multiline = multiline
+        self._clock = clock
+        self._on_tick = on_tick
+        self._open: dict[str, _Chunk] = {}
+        self._groups: dict[str, _FileGroups] = {}
+        self._window = asyncio.Semaphore(self._options.max_in_flight)
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the flush timer; call inside the running loop before the first :meth:`emit`."""
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._tick(), name="agent-flush-timer")
+
+    async def emit(self, batch: Batch) -> None:
+        data = bytes(batch.data)
+        lines = data.split(b"\n")
+        lines.pop()  # data ends with b"\n": the last piece is empty
+        if b"\r\n" in data:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        hold = _Hold(batch, len(data), self._observer)
+        path, pattern = batch.source.path, batch.source.pattern
+        holds = [hold]
+        if self._multiline is not None:
+            lines, holds = self._group(path, pattern, lines, hold)
+        if lines:
+            await self._add(self._shape.for_path(path), lines, holds, pattern)
+        # Not in a ``finally``: if adding was interrupted (cancelled at shutdown), the batch must stay
+        # uncommitted, to be read again after the restart.
+        for owned in holds:
+            owned.release()
+
+    async def drain(self, timeout: float) -> None:
+        """Flush held groups and open chunks, wait up to ``timeout`` for their acks, then close."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        try:
+            async with asyncio.timeout(timeout):
+                await self._flush_groups(force=True)
+                for tag in list(self._open):
+                    await self._seal(tag)
+                while self._deliveries:
+                    await asyncio.wait(set(self._deliveries))
+        except TimeoutError:
+            unacked = sum(1 for task in self._deliveries if not task.done())
+            log.warning("drain_timeout", unacked_chunks=unacked, open_chunks=len(self._open))
+        await self._sender.close()
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries))
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _group(self, path: str, pattern: str, lines: list[bytes], hold: _Hold) -> tuple[list[bytes], list[_Hold]]:
+        """Complete multiline groups of ``lines`` and every hold they cover (each owned once by the caller).
+
+        The incomplete group left over takes its own share of ``hold``; holds of an earlier incomplete
+        group pass to the caller when that group is completed now, and stay with the group otherwise.
+        """
+        state = self._groups.get(path)
+        if state is None:
+            factory = self._multiline
+            assert factory is not None
+            if len(self._groups) >= _GROUPERS_LIMIT:
+                self._groups = {p: s for p, s in self._groups.items() if s.grouper.pending}
+            options = self._options
+            grouper = Grouper(factory(), options.multiline_max_lines, options.multiline_max_bytes)
+            state = self._groups[path] = _FileGroups(grouper, pattern)
+        split_before = state.grouper.split
+        records = state.grouper.feed(lines, self._clock())
+        for _ in range(state.grouper.split - split_before):
+            self._observer.multiline_truncated(pattern)
+        holds = [hold]
+        if records:
+            holds.extend(state.holds)
+            state.holds = []
+        if state.grouper.pending:
+            hold.count += 1
+            state.holds.append(hold)
+        return records, holds
+
+    async def _flush_groups(self, force: bool) -> None:
+        """Ship incomplete groups that waited ``multiline_timeout`` (all of them with ``force``)."""
+        deadline = self._clock() - self._options.multiline_timeout
+        for path, state in list(self._groups.items()):
+            if not state.grouper.pending or (not force and state.grouper.updated > deadline):
+                continue
+            group = state.grouper.flush()
+            holds, state.holds = state.holds, []
+            if group is not None:
+                await self._add(self._shape.for_path(path), [group], holds, state.pattern)
+            for owned in holds:
+                owned.release()
+
+    async def _add(self, shape: FileShape, records: list[bytes], holds: list[_Hold], pattern: str) -> None:
+        """Encode ``records`` into the open chunk of the file's tag, sealing chunks as they fill."""
+        options = self._options
+        time_ns = time.time_ns()
+        average = sum(map(len, records)) // len(records) + shape.entry_overhead
+        start = 0
+        while start < len(records):
+            chunk = self._open.get(shape.tag)
+            if chunk is None:
+                chunk = self._open[shape.tag] = _Chunk(shape.tag, self._clock())
+            room = min(
+                options.chunk_records - chunk.records,
+                max(1, (options.chunk_bytes - chunk.nbytes) // average),
+            )
+            piece = records[start : start + room]
+            chunk.add(self._encoder.encode(piece, shape, time_ns, pattern), len(piece), holds)
+            start += len(piece)
+            if chunk.records >= options.chunk_records or chunk.nbytes >= options.chunk_bytes:
+                await self._seal(shape.tag)
+
+    async def _seal(self, tag: str) -> None:
+        """Send the open chunk of ``tag``, first waiting for room in the in-flight window."""
+        if tag not in self._open:
+            return
+        await self._window.acquire()
+        chunk = self._open.pop(tag, None)  # the timer and emit may both have waited for this one
+        if chunk is None:
+            self._window.release()
+            return
+        task = asyncio.create_task(self._deliver(chunk))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, chunk: _Chunk) -> None:
+        entries = b"".join(chunk.parts)
+        chunk.parts.clear()  # the joined copy is all that is needed from here on: half the memory
+        try:
+            await self._sender.send_chunk(chunk.tag, entries, chunk.records)
+        except ForwardError as error:
+            # Only when the sender was closed at shutdown: the lines stay uncommitted and are read
+            # again after the restart.
+            log.warning("chunk_not_delivered", tag=chunk.tag, records=chunk.records, error=str(error))
+            return
+        finally:
+            self._window.release()
+        for hold in chunk.holds:
+            hold.release()
+
+    async def _tick(self) -> None:
+        """Seal chunks open longer than ``flush_interval``; ship groups that timed out; call ``on_tick``."""
+        options = self._options
+        period = max(0.01, min(options.flush_interval, options.multiline_timeout) / 4)
+        while True:
+            await asyncio.sleep(period)
+            if self._on_tick is not None:
+                self._on_tick()
+            deadline = self._clock() - options.flush_interval
+            for tag, chunk in list(self._open.items()):
+                if chunk.opened <= deadline and self._open.get(tag) is chunk:
+                    await self._seal(tag)
+            if self._groups:
+                await self._flush_groups(force=False)

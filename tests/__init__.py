@@ -1,0 +1,1 @@
+"""Tests of log-sidecar; a package so that helpers import as ``tests.writer``, ``tests.checker``."""

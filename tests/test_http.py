@@ -1,0 +1,303 @@
+"""The metrics/probe endpoint over real loopback sockets, served from an asyncio loop like in the sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from sidecar.health import Health
+from sidecar.http import MAX_HEAD_BYTES, start_http
+from sidecar.metrics import Metrics
+
+PATTERN = "/var/log/*.log"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Endpoint:
+    port: int
+    metrics: Metrics
+    health: Health
+
+    async def request(self, raw: bytes) -> Reply:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(raw)
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        return parse_reply(data)
+
+    async def get(self, path: str, *headers: str, method: str = "GET") -> Reply:
+        head = "".join(f"{h}\r\n" for h in (f"{method} {path} HTTP/1.1", "Host: test", *headers))
+        return await self.request((head + "\r\n").encode())
+
+
+def parse_reply(data: bytes) -> Reply:
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, val = line.partition(":")
+        headers[name.strip().lower()] = val.strip()
+    return Reply(int(status_line.split()[1]), headers, body)
+
+
+@asynccontextmanager
+async def serving(health: Health | None = None, **options: float) -> AsyncIterator[Endpoint]:
+    metrics = Metrics("stream", CollectorRegistry())
+    health = health if health is not None else Health()
+    server = await start_http("127.0.0.1", 0, metrics.registry, health, **options)  # type: ignore[arg-type]
+    try:
+        yield Endpoint(server.sockets[0].getsockname()[1], metrics, health)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def ready_health() -> Health:
+    health = Health()
+    health.set_watching(True)
+    return health
+
+
+def test_unknown_path_returns_404() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            assert (await endpoint.get("/")).status == 404
+            assert (await endpoint.get("/metrics/extra")).status == 404
+
+    run(scenario)
+
+
+def test_methods_other_than_get_and_head_return_405() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+                reply = await endpoint.get("/metrics", method=method)
+                assert reply.status == 405, method
+                assert reply.headers["allow"] == "GET, HEAD"
+
+    run(scenario)
+
+
+def test_head_returns_the_headers_of_get_without_a_body() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            got = await endpoint.get("/healthz")
+            head = await endpoint.get("/healthz", method="HEAD")
+            assert head.status == got.status == 200
+            assert head.body == b""
+            assert head.headers["content-length"] == str(len(got.body))
+
+    run(scenario)
+
+
+def test_metrics_are_prometheus_text_by_default() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            endpoint.metrics.delivered(PATTERN, 5, 50)
+            reply = await endpoint.get("/metrics")
+            assert reply.status == 200
+            assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+            assert "content-encoding" not in reply.headers
+            line = f'sidecar_lines_delivered_total{{mode="stream",pattern="{PATTERN}"}} 5.0'
+            assert line.encode() in reply.body.splitlines()
+
+    run(scenario)
+
+
+def test_metrics_are_openmetrics_when_accept_asks_for_it() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            accept = "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            reply = await endpoint.get("/metrics", accept)
+            assert reply.headers["content-type"].startswith("application/openmetrics-text")
+            assert reply.body.endswith(b"# EOF\n")
+
+    run(scenario)
+
+
+def test_metrics_are_gzipped_when_the_client_accepts_gzip() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            reply = await endpoint.get("/metrics", "Accept-Encoding: deflate, gzip;q=0.9")
+            assert reply.headers["content-encoding"] == "gzip"
+            assert int(reply.headers["content-length"]) == len(reply.body)
+            assert b"sidecar_build_info" in gzip.decompress(reply.body)
+
+    run(scenario)
+
+
+def test_metrics_can_be_restricted_by_name() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            reply = await endpoint.get("/metrics?name[]=sidecar_files_watched")
+            samples = [line for line in reply.body.splitlines() if not line.startswith(b"#")]
+            assert samples == [b'sidecar_files_watched{mode="stream"} 0.0']
+
+    run(scenario)
+
+
+def test_a_standard_http_client_reads_metrics() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+
+            def fetch() -> bytes:
+                url = f"http://127.0.0.1:{endpoint.port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body: bytes = response.read()
+                    return body
+
+            assert b"process_resident_memory_bytes" in await asyncio.to_thread(fetch)
+
+    run(scenario)
+
+
+def test_healthz_fails_when_the_follow_loop_stops_beating() -> None:
+    now = [0.0]
+    health = Health(stall_after=30, clock=lambda: now[0])
+
+    async def scenario() -> None:
+        async with serving(health) as endpoint:
+            assert (await endpoint.get("/healthz")).status == 200
+            now[0] = 31
+            reply = await endpoint.get("/healthz")
+            assert reply.status == 503
+            assert reply.body == b"follow loop stalled: no progress for 31s\n"
+            health.beat()
+            assert (await endpoint.get("/healthz")).status == 200
+
+    run(scenario)
+
+
+def test_readyz_flips_when_a_ready_check_fails() -> None:
+    failing: list[str] = []
+    health = ready_health()
+    health.add_ready_check("forward", lambda: failing[0] if failing else None)
+
+    async def scenario() -> None:
+        async with serving(health) as endpoint:
+            assert (await endpoint.get("/readyz")).status == 200
+            failing.append("no receiver connected for 90s")
+            reply = await endpoint.get("/readyz")
+            assert reply.status == 503
+            assert reply.body == b"forward: no receiver connected for 90s\n"
+            failing.clear()
+            assert (await endpoint.get("/readyz")).status == 200
+
+    run(scenario)
+
+
+def test_readyz_reports_a_ready_check_that_raises() -> None:
+    def broken() -> str | None:
+        raise RuntimeError("pool gone")
+
+    health = ready_health()
+    health.add_ready_check("receiver", broken)
+
+    async def scenario() -> None:
+        async with serving(health) as endpoint:
+            reply = await endpoint.get("/readyz")
+            assert (reply.status, reply.body) == (503, b"receiver: check failed: pool gone\n")
+
+    run(scenario)
+
+
+def test_readyz_is_503_while_the_follow_loop_is_stalled() -> None:
+    now = [0.0]
+    health = Health(stall_after=5, clock=lambda: now[0])
+    health.set_watching(True)
+
+    async def scenario() -> None:
+        async with serving(health) as endpoint:
+            now[0] = 6
+            reply = await endpoint.get("/readyz")
+            assert (reply.status, reply.body) == (503, b"follow loop stalled: no progress for 6s\n")
+
+    run(scenario)
+
+
+def test_readyz_is_503_until_files_are_watched() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            reply = await endpoint.get("/readyz")
+            assert (reply.status, reply.body) == (503, b"no files are being watched yet\n")
+            endpoint.health.set_watching(True)
+            assert (await endpoint.get("/readyz")).status == 200
+
+    run(scenario)
+
+
+def test_a_silent_client_does_not_block_a_concurrent_scrape() -> None:
+    async def scenario() -> None:
+        async with serving(read_timeout=10) as endpoint:
+            _, silent = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            started = time.monotonic()
+            reply = await endpoint.get("/metrics")
+            assert reply.status == 200
+            assert time.monotonic() - started < 2
+            silent.close()
+
+    run(scenario)
+
+
+def test_a_silent_client_is_answered_408_after_the_read_timeout() -> None:
+    async def scenario() -> None:
+        async with serving(read_timeout=0.3) as endpoint:
+            reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            writer.write(b"GET /metr")
+            reply = parse_reply(await reader.read())
+            assert reply.status == 408
+            writer.close()
+
+    run(scenario)
+
+
+def test_an_oversized_request_head_returns_431() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            padding = "X-Pad: " + "a" * MAX_HEAD_BYTES
+            reply = await endpoint.get("/metrics", padding)
+            assert reply.status == 431
+
+    run(scenario)
+
+
+def test_connections_over_the_limit_are_turned_away_with_503() -> None:
+    async def scenario() -> None:
+        async with serving(max_connections=2) as endpoint:
+            idle = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            reply = await endpoint.get("/metrics")
+            assert (reply.status, reply.body) == (503, b"too many connections\n")
+            for _, writer in idle:
+                writer.close()
+            await asyncio.sleep(0.05)
+            assert (await endpoint.get("/metrics")).status == 200
+
+    run(scenario)
+
+
+def test_a_malformed_request_line_returns_400() -> None:
+    async def scenario() -> None:
+        async with serving() as endpoint:
+            assert (await endpoint.request(b"hello\r\n\r\n")).status == 400
+
+    run(scenario)
