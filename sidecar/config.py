@@ -28,6 +28,7 @@ class FollowConfig:
     read_chunk_bytes: int = MIB
     poll_interval: float = 1.0
     rotate_wait: float = 5.0
+    rotate_wait_max: float = 3600.0
     ignore_older: float | None = None
     checkpoint_interval: float = 1.0
     forget_after: float = 86400.0

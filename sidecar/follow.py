@@ -9,6 +9,7 @@ commits a batch, and only committed positions reach the state file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat
@@ -36,7 +37,7 @@ MTIME_SLACK = 0.05
 QUIET_AFTER_STOP = 1.0
 """With --drain-timeout, how long files must stay quiet after SIGTERM before we exit early."""
 DRAIN_GRACE = 5.0
-"""After SIGTERM, how long reading a backlog and waiting for the sink may take beyond --drain-timeout."""
+"""After SIGTERM, how long reading a backlog, and then waiting for the sink, may take beyond --drain-timeout."""
 
 
 class Ledger:
@@ -79,6 +80,7 @@ class Tail:
     ledger: Ledger
     pending: bytes = b""
     rotated: RotationKind | None = None
+    rotated_at: float = field(default_factory=time.monotonic)
     at_eof: bool = False
     last_growth: float = field(default_factory=time.monotonic)
     seen_at_path: float = field(default_factory=time.time)
@@ -119,6 +121,7 @@ class Follower:
         self._complained: set[str] = set()
         self._checkpoint_failing = False
         self._last_scan: float | None = None
+        self._poll_due = False
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -140,8 +143,15 @@ class Follower:
         self.scanned = True
 
     def _resume_rotated_while_down(self) -> None:
-        """Finish generations that were renamed away while we were down: found beside their old name by inode."""
+        """Finish what was renamed away while we were down: the known file, found beside its old name by
+        inode, and any generation born after our last look (newer than the state file's ``seen``)."""
         for key, entry in list(self.closed.items()):
+            try:
+                still_there = FileKey.of(os.stat(entry.path)) == key
+            except OSError:
+                still_there = False
+            if still_there:
+                continue
             for sib in siblings(entry.path):
                 if FileKey.of(sib.st) == key and sib.st.st_size > entry.offset:
                     tail = self._open(Found(sib.path, entry.pattern), key, entry.offset, rotated="rename",
@@ -150,6 +160,7 @@ class Follower:
                         del self.closed[key]
                         log.info("resuming_rotated", path=sib.path, offset=entry.offset)
                     break
+            self._find_generations(entry.path, entry.pattern, entry.seen)
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ class Follower:
         ignore_older = self.config.ignore_older
         if entry is None and ignore_older is not None and time.time() - st.st_mtime > ignore_older:
             return
-        fd = self._open_fd(item)
+        fd = self._open_fd(item, key)
         if fd < 0:
             return
         try:
@@ -212,19 +223,26 @@ class Follower:
         offset = self._tail_offset(fd, st.st_size) if first_start and self.config.read_from == "tail" else 0
         tail = self._track(item, key, fd, offset, Fingerprint.of(head))
         if not startup and self._last_scan is not None:
-            self._find_generations(tail, self._last_scan)
+            self._find_generations(tail.real, tail.pattern, self._last_scan)
 
     def _copy_of_open_file(self, path: str, head: bytes, st: os.stat_result) -> bool:
-        """A new file with the head of a followed file beside it is its copy (copytruncate): remember it unread."""
+        """Is this new file beside a followed one a copy of it (copytruncate), or such a copy still being written?
+
+        Either way it is not read on its own: the followed file has those bytes. A complete copy is
+        remembered, so it is not read later either; one in progress is looked at again next scan.
+        """
         real = os.path.realpath(path)
         directory, name = os.path.split(real)
         for tail in self.tails:
             tdir, tname = os.path.split(tail.real)
-            if (tdir == directory and name != tname and name.startswith(tname) and tail.fp.length
-                    and tail.fp.matches(head)):
+            if tdir != directory or name == tname or not name.startswith(tname) or not tail.fp.length:
+                continue
+            if tail.fp.matches(head):
                 key = FileKey.of(st)
                 self.closed[key] = Entry(key.dev, key.ino, tail.fp.digest, tail.fp.length, st.st_size, real,
                                          tail.pattern, time.time())
+                return True
+            if len(head) < tail.fp.length and os.pread(tail.fd, len(head), 0) == head:
                 return True
         return False
 
@@ -235,19 +253,25 @@ class Follower:
         data = os.pread(fd, size - start, start)
         return start + data.rfind(b"\n") + 1 if b"\n" in data else size
 
-    def _open_fd(self, item: Found) -> int:
+    def _open_fd(self, item: Found, key: FileKey) -> int:
+        """Open ``item`` if it still is the file ``key`` names (rotation may have moved another file there)."""
         try:
             fd = os.open(item.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return -1
         except OSError as exc:
             self._complain_once(item.path, _reason(exc), f"cannot open: {exc.strerror}; fix its permissions")
             self.observer.read_error(item.pattern, _reason(exc))
             return -1
         self._complained.discard(item.path)
+        if FileKey.of(os.fstat(fd)) != key:
+            os.close(fd)
+            return -1
         return fd
 
     def _open(self, item: Found, key: FileKey, offset: int, rotated: RotationKind | None,
               fp: Fingerprint) -> Tail | None:
-        fd = self._open_fd(item)
+        fd = self._open_fd(item, key)
         if fd < 0:
             return None
         tail = self._track(item, key, fd, offset, fp)
@@ -284,11 +308,13 @@ class Follower:
             if not tail.fp.length or not tail.fp.matches(copy_head):
                 continue
             kind = "copytruncate"
-            self.closed.pop(sib_key, None)
+            self.closed[sib_key] = Entry(sib_key.dev, sib_key.ino, tail.fp.digest, tail.fp.length,
+                                         min(resume, sib.st.st_size), sib.path, tail.pattern, time.time())
             if sib.st.st_size > resume:
                 found = Found(sib.path, tail.pattern)
-                fd = self._open_fd(found)
+                fd = self._open_fd(found, sib_key)
                 if fd >= 0:
+                    del self.closed[sib_key]
                     copy_tail = self._track(found, sib_key, fd, resume, tail.fp, before=tail)
                     copy_tail.ledger = tail.ledger
                     copy_tail.rotated = "copytruncate"
@@ -297,6 +323,8 @@ class Follower:
             break
         if kind == "truncate" and resume > 0:
             log.warning("file_truncated", path=tail.path, unread_from=resume)
+        else:
+            log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
         self.observer.rotated(tail.pattern, kind)
         tail.pos = 0
         tail.pending = b""
@@ -323,20 +351,21 @@ class Follower:
             deleted = True
         kind: RotationKind = "delete" if deleted else "symlink" if os.path.islink(tail.path) else "rename"
         tail.rotated = kind
+        tail.rotated_at = time.monotonic()
         tail.at_eof = False
         self.observer.rotated(tail.pattern, kind)
         log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
         if kind == "rename":
-            self._find_generations(tail, tail.seen_at_path)
+            self._find_generations(tail.real, tail.pattern, tail.seen_at_path)
 
-    def _find_generations(self, anchor: Tail, since: float) -> None:
+    def _find_generations(self, real: str, pattern: str, since: float) -> None:
         """Generations created and renamed away between two of our looks: beside the file, written since then.
 
         They are read from their first byte, oldest first, just before the file that now holds the name
         (they are older than it and newer than everything we followed under that name before).
         """
         found: list[tuple[Found, os.stat_result]] = []
-        for sib in siblings(anchor.real):
+        for sib in siblings(real):
             key = FileKey.of(sib.st)
             if key in self.by_key or key in self.closed or sib.st.st_mtime < since - MTIME_SLACK:
                 continue
@@ -346,8 +375,8 @@ class Follower:
             except OSError:
                 continue
             if not self._copy_of_open_file(sib.path, head, sib.st):
-                found.append((Found(sib.path, anchor.pattern), sib.st))
-        newest = next((t for t in self.tails if t.path == anchor.path and t.rotated is None), None)
+                found.append((Found(sib.path, pattern), sib.st))
+        newest = next((t for t in self.tails if t.real == real and t.rotated is None), None)
         for item, st in sorted(found, key=lambda f: f[1].st_mtime_ns):
             gen = self._open(item, FileKey.of(st), 0, "rename", Fingerprint.of(b""))
             if gen is None:
@@ -435,7 +464,27 @@ class Follower:
         piece = Piece(memoryview(data), 1, -1, len(data) - 1)
         await self._emit(tail, piece, tail.pos - piece.end)
 
-    def _close(self, tail: Tail) -> None:
+    def _give_up_overdue(self) -> None:
+        """A rotated file the sink could not take in ``--rotate-wait-max`` (receiver down for long) is given up,
+        so that a deleted file's disk space is not held for ever; its unread bytes are counted."""
+        now = time.monotonic()
+        for tail in [t for t in self.tails if t.rotated is not None]:
+            if now - tail.rotated_at >= self.config.rotate_wait_max:
+                self._give_up(tail)
+
+    def _give_up(self, tail: Tail) -> None:
+        try:
+            size = os.fstat(tail.fd).st_size
+        except OSError:
+            size = tail.size
+        unread = max(size - tail.ledger.committed, 0)
+        if unread:
+            self.observer.given_up(tail.pattern, unread)
+            log.warning("rotated_file_given_up", path=tail.path, unread_bytes=unread,
+                        hint="the sink did not take it within --rotate-wait-max")
+        self._close(tail, skip_to=size)
+
+    def _close(self, tail: Tail, skip_to: int = 0) -> None:
         try:
             alive = os.fstat(tail.fd).st_nlink > 0
         except OSError:
@@ -445,7 +494,9 @@ class Follower:
         self.tails.remove(tail)
         del self.by_key[tail.key]
         if alive:
-            self.closed[tail.key] = tail.entry(time.time())
+            entry = tail.entry(time.time())
+            entry.offset = max(entry.offset, skip_to)
+            self.closed[tail.key] = entry
         self.observer.file_closed(tail.pattern)
         log.info("file_closed", path=tail.path, inode=tail.key.ino, offset=tail.ledger.committed)
 
@@ -498,61 +549,97 @@ class Follower:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Follow until ``stop`` is set, then drain what is readable, flush the sink and checkpoint."""
+        """Follow until ``stop`` is set, drain what is readable, flush the sink and checkpoint.
+
+        Reading and housekeeping are separate tasks: while the sink holds the reader back (receiver
+        down), rotations are still noticed, new files are opened (so their data cannot vanish), the
+        backlog is reported and checkpoints are written.
+        """
         if not self.scanned:
             self.start()
-        poll = self.config.poll_interval
-        next_poll = time.monotonic()
-        next_checkpoint = time.monotonic() + self.config.checkpoint_interval
+        keeper = asyncio.create_task(self._keep_house())
+        reader = asyncio.create_task(self._follow(stop))
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            self.watcher.wake()
+            if not reader.done():
+                await asyncio.wait({reader}, timeout=self.config.drain_timeout + DRAIN_GRACE)
+            if not reader.done():
+                log.warning("drain_timed_out", hint="the sink did not take the last lines; they stay in the checkpoint")
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            elif not reader.cancelled():
+                reader.result()
+            await self.sink.drain(timeout=DRAIN_GRACE)
+        finally:
+            keeper.cancel()
+            stopped.cancel()
+            self.checkpoint()
+            for tail in self.tails:
+                os.close(tail.fd)
+            self.watcher.close()
+            log.info("stopped", files=len(self.tails), checkpoint=str(self.store.path))
+
+    def _rescan(self) -> None:
+        for tail in list(self.tails):
+            self._check_name(tail)
+        self._discover()
+
+    async def _keep_house(self) -> None:
+        """Every poll interval: notice rotations and new files, report, give up overdue files; checkpoint."""
+        poll, every = self.config.poll_interval, self.config.checkpoint_interval
+        next_poll, next_checkpoint = time.monotonic() + poll, time.monotonic() + every
+        while True:
+            await asyncio.sleep(max(min(next_poll, next_checkpoint) - time.monotonic(), 0.0))
+            now = time.monotonic()
+            if now >= next_poll:
+                self._rescan()
+                self._give_up_overdue()
+                self._report()
+                self._poll_due = True
+                next_poll = now + poll
+            if now >= next_checkpoint:
+                self.checkpoint()
+                next_checkpoint = now + every
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """The reader: one chunk per file per round, woken by the watcher, until ``stop``; then the drain."""
         changes = Changes(everything=True)
         hot: set[Tail] = set()
         while not stop.is_set():
-            now = time.monotonic()
-            tick = changes.everything or now >= next_poll
-            if tick or changes.structure:
-                for tail in list(self.tails):
-                    self._check_name(tail)
-                self._discover()
-            if tick:
-                self._report()
-                next_poll = now + poll
-            wanted = self.tails if tick else [
+            if changes.structure:
+                self._rescan()
+            everything = changes.everything or self._poll_due
+            self._poll_due = False
+            wanted = self.tails if everything else [
                 t for t in self.tails
                 if t in hot or t.rotated is not None or t.real in changes.paths or t.path in changes.paths]
             busy = await self._read_round(wanted)
             hot = {t for t in wanted if not t.at_eof}
             await self._close_finished()
-            if time.monotonic() >= next_checkpoint:
-                self.checkpoint()
-                next_checkpoint = time.monotonic() + self.config.checkpoint_interval
             if busy:
                 changes = Changes()
                 await asyncio.sleep(0)
                 continue
-            changes = await self.watcher.wait(min(next_poll, next_checkpoint) - time.monotonic())
-        await self._shutdown()
+            changes = await self.watcher.wait(self.config.poll_interval)
+        await self._drain_files()
 
-    async def _shutdown(self) -> None:
-        """Drain what is readable (and, with --drain-timeout, what arrives until files are quiet), then checkpoint.
+    async def _drain_files(self) -> None:
+        """Read what is readable now (and, with --drain-timeout, what arrives until files are quiet).
 
         Partial lines are not emitted here: they stay in the checkpoint and come out whole after a restart.
         """
         start = time.monotonic()
         deadline = start + self.config.drain_timeout
-        hard_deadline = deadline + DRAIN_GRACE
         quiet_since = start
         while True:
             busy = await self._read_round(self.tails)
             now = time.monotonic()
-            if busy and now < hard_deadline:
+            if busy:
                 quiet_since = now
                 continue
             if now >= deadline or now - quiet_since >= min(QUIET_AFTER_STOP, self.config.drain_timeout):
-                break
+                return
             await self.watcher.wait(min(0.1, deadline - now))
-        await self.sink.drain(timeout=DRAIN_GRACE)
-        self.checkpoint()
-        for tail in list(self.tails):
-            os.close(tail.fd)
-        self.watcher.close()
-        log.info("stopped", files=len(self.tails), checkpoint=str(self.store.path))

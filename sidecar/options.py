@@ -127,6 +127,12 @@ follow_options = compose(
         help="Keep a rotated-away file open this long after it stops growing.",
     ),
     option(
+        "--rotate-wait-max",
+        type=DURATION,
+        default="1h",
+        help="Give up a rotated-away file still unread (or unacknowledged) after this long, counting its bytes.",
+    ),
+    option(
         "--ignore-older",
         type=DURATION,
         default=None,
@@ -191,6 +197,7 @@ def follow_config(params: dict[str, Any]) -> FollowConfig:
         max_line_bytes=params["max_line_bytes"],
         poll_interval=params["poll_interval"],
         rotate_wait=params["rotate_wait"],
+        rotate_wait_max=params["rotate_wait_max"],
         ignore_older=params["ignore_older"],
         checkpoint_interval=params["checkpoint_interval"],
         forget_after=params["forget_after"],

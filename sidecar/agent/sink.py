@@ -39,8 +39,12 @@ _GROUPERS_LIMIT = 10_000
 class ChunkSender(Protocol):
     """Delivers chunks (``sidecar.forward.pool.ForwardPool``)."""
 
-    async def send_chunk(self, tag: str, entries: bytes, count: int) -> None:
-        """Return once the chunk is acknowledged (or written, without acks); resend meanwhile."""
+    async def send_chunk(self, tag: str, entries: list[bytes], count: int) -> None:
+        """Return once the chunk is acknowledged (or written, without acks); resend meanwhile.
+
+        Takes the pieces: once they are packed into the message the list is emptied, so a chunk in
+        flight is held once, as its message.
+        """
 
     async def close(self) -> None:
         """Stop: sends still waiting fail with :class:`ForwardError`."""
@@ -67,6 +71,20 @@ class SinkOptions:
     multiline_timeout: float = 1.0
     multiline_max_lines: int = 1000
     multiline_max_bytes: int = 1024 * 1024
+
+
+def _split_lines(data: memoryview) -> list[bytes]:
+    """The lines of ``data`` (each ends in LF) without their line ends, a CR before the LF included.
+
+    The copy of the whole batch that splitting needs is dropped on return: ``emit`` may wait a long
+    time for the in-flight window, and should hold the batch once (as lines) meanwhile, not twice.
+    """
+    whole = bytes(data)
+    lines = whole.split(b"\n")
+    lines.pop()  # data ends with b"\n": the last piece is empty
+    if b"\r\n" in whole:
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return lines
 
 
 class _Hold:
@@ -150,12 +168,8 @@ class ForwardSink:
             self._timer = asyncio.create_task(self._tick(), name="agent-flush-timer")
 
     async def emit(self, batch: Batch) -> None:
-        data = bytes(batch.data)
-        lines = data.split(b"\n")
-        lines.pop()  # data ends with b"\n": the last piece is empty
-        if b"\r\n" in data:
-            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-        hold = _Hold(batch, len(data), self._observer)
+        lines = _split_lines(batch.data)
+        hold = _Hold(batch, len(batch.data), self._observer)
         path, pattern = batch.source.path, batch.source.pattern
         holds = [hold]
         if self._multiline is not None:
@@ -264,10 +278,8 @@ class ForwardSink:
         task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, chunk: _Chunk) -> None:
-        entries = b"".join(chunk.parts)
-        chunk.parts.clear()  # the joined copy is all that is needed from here on: half the memory
         try:
-            await self._sender.send_chunk(chunk.tag, entries, chunk.records)
+            await self._sender.send_chunk(chunk.tag, chunk.parts, chunk.records)
         except ForwardError as error:
             # Only when the sender was closed at shutdown: the lines stay uncommitted and are read
             # again after the restart.

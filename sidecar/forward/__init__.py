@@ -9,7 +9,7 @@ Typical use by the agent sink::
 
     pool = ForwardPool([Receiver.parse("fluentd:24224")], ForwardOptions(shared_key="s3cr3t"), metrics)
     entries, count = pack_line_entries(lines, time.time_ns())
-    await pool.send_chunk("app.log", entries, count)  # returns once acknowledged
+    await pool.send_chunk("app.log", [entries], count)  # returns once acknowledged; empties the list
 """
 
 from sidecar.forward.client import Connection, ForwardOptions, Receiver, TlsOptions

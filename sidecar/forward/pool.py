@@ -124,14 +124,18 @@ class ForwardPool:
         self._wake = asyncio.Event()
         self._closed = False
 
-    async def send_chunk(self, tag: str, entries: bytes, count: int) -> None:
-        """Deliver ``count`` concatenated msgpack ``entries`` under ``tag``; return once acknowledged.
+    async def send_chunk(self, tag: str, entries: list[bytes], count: int) -> None:
+        """Deliver ``count`` msgpack entries, concatenated in the pieces ``entries``, under ``tag``.
 
-        Resends on any receiver trouble, waiting out backoffs while every receiver is down (the caller
-        is thereby back-pressured). Raises :class:`ForwardError` only when the pool is closed first.
+        Returns once acknowledged. The pool takes the pieces: it packs them into the message and empties
+        the list, so the message is the one copy of a chunk kept until its ack (with the pieces kept as
+        well, every chunk in flight would cost twice its size). Resends on any receiver trouble, waiting
+        out backoffs while every receiver is down (the caller is thereby back-pressured). Raises
+        :class:`ForwardError` only when the pool is closed first.
         """
         chunk_id = new_chunk_id() if self._options.require_ack else None
         message = pack_message(tag, entries, count, chunk_id, self._options.compress)
+        entries.clear()
         attempts = 0
         while True:
             state, connection = await self._connection()

@@ -24,5 +24,8 @@ class Watcher(Protocol):
     async def wait(self, timeout: float) -> Changes:
         """Return when something changed, or after ``timeout`` seconds with ``everything`` set."""
 
+    def wake(self) -> None:
+        """Make a pending :meth:`wait` return now (used to stop)."""
+
     def close(self) -> None:
         """Release the backend's resources."""

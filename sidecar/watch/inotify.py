@@ -118,6 +118,10 @@ class InotifyWatcher:
         self._ready.clear()
         return changes
 
+    def wake(self) -> None:
+        self._pending.everything = True
+        self._ready.set()
+
     def close(self) -> None:
         if self._reader_added:
             asyncio.get_running_loop().remove_reader(self._fd)

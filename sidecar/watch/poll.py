@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from sidecar.watch.base import Changes
 
@@ -10,12 +11,20 @@ from sidecar.watch.base import Changes
 class PollWatcher:
     """Sleeps until the next poll; works on every filesystem."""
 
+    def __init__(self) -> None:
+        self._woken = asyncio.Event()
+
     def watch(self, dirs: set[str]) -> None:
         pass
 
     async def wait(self, timeout: float) -> Changes:
-        await asyncio.sleep(max(timeout, 0.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), max(timeout, 0.0))
+        self._woken.clear()
         return Changes(everything=True)
+
+    def wake(self) -> None:
+        self._woken.set()
 
     def close(self) -> None:
         pass
