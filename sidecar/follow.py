@@ -36,6 +36,8 @@ MTIME_SLACK = 0.05
 """File times come from the kernel's coarse clock, which may lag ``time.time()`` by a tick."""
 QUIET_AFTER_STOP = 1.0
 """With --drain-timeout, how long files must stay quiet after SIGTERM before we exit early."""
+COALESCE = 0.005
+"""Under a stream of small writes, wake at most this often: a write per wake-up would cost a core."""
 DRAIN_GRACE = 5.0
 """After SIGTERM, how long reading a backlog, and then waiting for the sink, may take beyond --drain-timeout."""
 
@@ -413,7 +415,7 @@ class Follower:
         base = tail.pos - carried
         tail.pos += got
         tail.size = max(tail.size, tail.pos)
-        tail.at_eof = False
+        tail.at_eof = got < self._read_size
         tail.last_growth = time.monotonic()
         pieces, rest = frame(self._buf, self._view, carried + got, self.config.max_line_bytes)
         tail.pending = bytes(self._buf[rest: carried + got])
@@ -451,7 +453,7 @@ class Follower:
         """Close rotated-away files that were read to the end and stayed quiet for ``--rotate-wait``."""
         now = time.monotonic()
         for tail in [t for t in self.tails if t.rotated is not None and t.at_eof]:
-            if now - tail.last_growth < self.config.rotate_wait:
+            if now - tail.last_growth < self.config.rotate_wait or await self._read_once(tail):
                 continue
             if tail.pending:
                 await self._emit_unfinished(tail)
@@ -608,6 +610,7 @@ class Follower:
         """The reader: one chunk per file per round, woken by the watcher, until ``stop``; then the drain."""
         changes = Changes(everything=True)
         hot: set[Tail] = set()
+        last_wake = 0.0
         while not stop.is_set():
             if changes.structure:
                 self._rescan()
@@ -616,14 +619,18 @@ class Follower:
             wanted = self.tails if everything else [
                 t for t in self.tails
                 if t in hot or t.rotated is not None or t.real in changes.paths or t.path in changes.paths]
-            busy = await self._read_round(wanted)
+            await self._read_round(wanted)
             hot = {t for t in wanted if not t.at_eof}
             await self._close_finished()
-            if busy:
+            if hot:
                 changes = Changes()
                 await asyncio.sleep(0)
                 continue
             changes = await self.watcher.wait(self.config.poll_interval)
+            since = time.monotonic() - last_wake
+            if since < COALESCE:
+                await asyncio.sleep(COALESCE - since)
+            last_wake = time.monotonic()
         await self._drain_files()
 
     async def _drain_files(self) -> None:

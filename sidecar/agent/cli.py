@@ -85,8 +85,9 @@ delivery_options = compose(
     option(
         "--max-in-flight",
         type=click.IntRange(1),
-        default=8,
-        help="Chunks sent but not acknowledged at most; then reading pauses (the files are the buffer).",
+        default=4,
+        help="Chunks sent but not acknowledged at most; then reading pauses (the files are the buffer). "
+        "Memory grows by up to --chunk-bytes per chunk.",
     ),
 )
 

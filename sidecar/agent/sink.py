@@ -67,7 +67,7 @@ class SinkOptions:
     chunk_records: int = 10_000
     chunk_bytes: int = 2 * 1024 * 1024
     flush_interval: float = 1.0
-    max_in_flight: int = 8
+    max_in_flight: int = 4
     multiline_timeout: float = 1.0
     multiline_max_lines: int = 1000
     multiline_max_bytes: int = 1024 * 1024

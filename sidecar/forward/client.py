@@ -103,7 +103,7 @@ class ForwardOptions:
     #: Seconds for TCP connect + TLS + handshake.
     connect_timeout: float = 10.0
     #: Chunks written but not yet acknowledged, per connection.
-    max_in_flight: int = 8
+    max_in_flight: int = 4
     #: Send entries gzip-compressed (CompressedPackedForward).
     compress: bool = False
     #: Reconnect backoff: first delay and cap, in seconds (exponential, with jitter).

@@ -35,6 +35,11 @@ _MASK = _STRUCTURE | IN_MODIFY | IN_CLOSE_WRITE
 _HEADER = struct.Struct("iIII")
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class InotifyUnavailable(SidecarError):
     """The kernel or the C library offers no inotify here; use ``--watch poll``."""
 
@@ -58,8 +63,8 @@ class InotifyWatcher:
         self._wds: dict[str, int] = {}
         self._dirs: dict[int, str] = {}
         self._pending = Changes()
-        self._ready = asyncio.Event()
-        self._reader_added = False
+        self._has_events = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def watch(self, dirs: set[str]) -> None:
         for gone in set(self._wds) - dirs:
@@ -71,17 +76,18 @@ class InotifyWatcher:
                 self._dirs[wd] = new
 
     def _drain(self) -> None:
+        """Read every queued event without blocking."""
         while True:
             try:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
-                break
+                return
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
             self._parse(data)
-        self._ready.set()
+            self._has_events = True
 
     def _parse(self, data: bytes) -> None:
         pos = 0
@@ -106,24 +112,35 @@ class InotifyWatcher:
             self._pending.paths.add(os.path.join(directory, os.fsdecode(name)) if name else directory)
 
     async def wait(self, timeout: float) -> Changes:
-        if not self._reader_added:
-            asyncio.get_running_loop().add_reader(self._fd, self._drain)
-            self._reader_added = True
-        if not self._ready.is_set():
+        """Wait for the inotify descriptor to become readable, then read what it queued.
+
+        The descriptor is watched only while we wait: between waits the kernel queues (and merges)
+        events, so a stream of writes costs one wake-up per read round, not one per write.
+        """
+        self._drain()
+        if not self._has_events:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            loop.add_reader(self._fd, _resolve, waiter)
+            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
             try:
-                await asyncio.wait_for(self._ready.wait(), max(timeout, 0.0))
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                loop.remove_reader(self._fd)
+                self._waiter = None
+            self._drain()
+            if not self._has_events:
                 return Changes(everything=True)
         changes, self._pending = self._pending, Changes()
-        self._ready.clear()
+        self._has_events = False
         return changes
 
     def wake(self) -> None:
         self._pending.everything = True
-        self._ready.set()
+        self._has_events = True
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     def close(self) -> None:
-        if self._reader_added:
-            asyncio.get_running_loop().remove_reader(self._fd)
-            self._reader_added = False
         os.close(self._fd)
