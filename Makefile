@@ -40,7 +40,7 @@ unit: $(STAMP) system-deps
 test: system-deps lint unit
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

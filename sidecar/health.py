@@ -60,3 +60,32 @@ class Health:
             if objection is not None:
                 return False, f"{name}: {objection}"
         return True, "ready"
+
+
+class OutageLimit:
+    """A ready check that objects only once ``check`` has objected for ``limit`` seconds without a break.
+
+    Agent mode's readiness: a pod should not leave its Service because the log receiver restarted for a
+    few seconds (the files buffer meanwhile), but an outage past the limit must show on ``/readyz``.
+    The outage starts at the first call that sees ``check`` object, so call it regularly (the agent does
+    on every tick), not only from the probe. A ``limit`` of 0 objects at once.
+    """
+
+    def __init__(self, check: ReadyCheck, limit: float, clock: Clock = time.monotonic) -> None:
+        self._check = check
+        self._limit = limit
+        self._clock = clock
+        self._since: float | None = None
+
+    def __call__(self) -> str | None:
+        objection = self._check()
+        now = self._clock()
+        if objection is None:
+            self._since = None
+            return None
+        if self._since is None:
+            self._since = now
+        lasted = now - self._since
+        if lasted < self._limit:
+            return None
+        return f"{objection} for {lasted:.0f}s (outage limit {self._limit:g}s)"

@@ -146,7 +146,7 @@ def render_table(state_file: Path, written: float, statuses: list[FileStatus], n
     required=True,
     help="The sidecar's checkpoint directory (holding sidecar-state.json).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+@option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 @click.pass_context
 def status_command(ctx: click.Context, checkpoint_dir: Path, as_json: bool) -> None:
     """Show every tracked file: offset, current size and lag, from the state file."""

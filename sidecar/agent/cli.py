@@ -24,6 +24,7 @@ from sidecar.agent.sink import ForwardSink, SinkOptions
 from sidecar.errors import ConfigError, ForwardError
 from sidecar.forward.client import DEFAULT_PORT, ForwardOptions, Receiver, TlsOptions
 from sidecar.forward.pool import ForwardPool
+from sidecar.health import OutageLimit
 from sidecar.log import get_logger
 from sidecar.options import (
     BYTE_SIZE,
@@ -61,6 +62,13 @@ receiver_options = compose(
     option("--username", default="", show_default=False, help="User for receivers with user auth."),
     option("--password", default="", show_default=False, help="Password of --username."),
     option("--self-hostname", default=None, help="Our name in the handshake [default: the host name]."),
+    option(
+        "--outage-limit",
+        type=DURATION,
+        default="60s",
+        help="/readyz answers 503 once no receiver has been connected for this long (0: at once); "
+        "shorter outages are buffered by the files and leave the pod ready.",
+    ),
 )
 
 delivery_options = compose(
@@ -197,10 +205,17 @@ def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]
         multiline_max_bytes=params["multiline_max_bytes"],
     )
 
+    outage_limit = params["outage_limit"]
+
     def make_sink(ctx: ModeContext) -> ForwardSink:
         pool = ForwardPool(receivers, forward, ctx.metrics)
-        ctx.health.add_ready_check("receiver", pool.not_ready_reason)
+        outage = OutageLimit(pool.not_ready_reason, outage_limit)
+        ctx.health.add_ready_check("receiver", outage)
         watch = ReceiverWatch(pool)
+
+        def tick() -> None:
+            watch.check()
+            outage()  # the outage starts when it is first seen: every tick, not only at the next probe
         sink = ForwardSink(
             pool,
             shape,
@@ -208,7 +223,7 @@ def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]
             ctx.metrics,
             options,
             multiline,
-            on_tick=watch.check,
+            on_tick=tick,
         )
         watch.start()
         sink.start()
