@@ -219,7 +219,8 @@ class Follower:
             replaced = self._track(item, key, fd, entry.offset, Fingerprint(entry.fingerprint, entry.fp_len))
             self._truncated(replaced, head)
             return
-        if self._copy_of_open_file(item.path, head, st):
+        if self._copy_of_open_file(item.path, head):
+            log.debug("copy_skipped", path=item.path, inode=key.ino)
             os.close(fd)
             return
         offset = self._tail_offset(fd, st.st_size) if first_start and self.config.read_from == "tail" else 0
@@ -227,24 +228,25 @@ class Follower:
         if not startup and self._last_scan is not None:
             self._find_generations(tail.real, tail.pattern, self._last_scan)
 
-    def _copy_of_open_file(self, path: str, head: bytes, st: os.stat_result) -> bool:
-        """Is this new file beside a followed one a copy of it (copytruncate), or such a copy still being written?
+    def _copy_of_open_file(self, path: str, head: bytes) -> bool:
+        """Is this new file beside a followed one a copy of it (copytruncate, or ``cp``), maybe still being written?
 
-        Either way it is not read on its own: the followed file has those bytes. A complete copy is
-        remembered, so it is not read later either; one in progress is looked at again next scan.
+        A copy is never followed on its own — the original has its bytes. It is only read from, by
+        :meth:`_truncated`, for the range the original lost, and then remembered as consumed.
         """
-        real = os.path.realpath(path)
-        directory, name = os.path.split(real)
+        directory, name = os.path.split(os.path.realpath(path))
         for tail in self.tails:
             tdir, tname = os.path.split(tail.real)
             if tdir != directory or name == tname or not name.startswith(tname) or not tail.fp.length:
                 continue
             if tail.fp.matches(head):
-                key = FileKey.of(st)
-                self.closed[key] = Entry(key.dev, key.ino, tail.fp.digest, tail.fp.length, st.st_size, real,
-                                         tail.pattern, time.time())
                 return True
             if len(head) < tail.fp.length and os.pread(tail.fd, len(head), 0) == head:
+                return True
+        for entry in self.closed.values():
+            edir, ename = os.path.split(entry.path)
+            if (edir == directory and name != ename and name.startswith(ename) and entry.fp_len
+                    and Fingerprint(entry.fingerprint, entry.fp_len).matches(head)):
                 return True
         return False
 
@@ -376,7 +378,7 @@ class Follower:
                     head = gen_file.read(FP_BYTES)
             except OSError:
                 continue
-            if not self._copy_of_open_file(sib.path, head, sib.st):
+            if not self._copy_of_open_file(sib.path, head):
                 found.append((Found(sib.path, pattern), sib.st))
         newest = next((t for t in self.tails if t.real == real and t.rotated is None), None)
         for item, st in sorted(found, key=lambda f: f[1].st_mtime_ns):

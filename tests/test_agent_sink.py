@@ -47,9 +47,10 @@ class Sender:
         self.acking.set()
         self.closed = False
 
-    async def send_chunk(self, tag: str, entries: bytes, count: int) -> None:
+    async def send_chunk(self, tag: str, entries: list[bytes], count: int) -> None:
         unpacker = msgpack.Unpacker(raw=False)
-        unpacker.feed(entries)
+        unpacker.feed(b"".join(entries))
+        entries.clear()
         records = [(_time_ns(t), r) for t, r in unpacker]
         assert len(records) == count
         self.sent.append(Sent(tag, records))

@@ -59,7 +59,7 @@ def lines(prefix: str, count: int) -> list[bytes]:
 
 async def send(pool: ForwardPool, batch: Sequence[bytes]) -> None:
     entries, count = pack_line_entries(batch, 1_700_000_000_000_000_000)
-    await pool.send_chunk("app.log", entries, count)
+    await pool.send_chunk("app.log", [entries], count)
 
 
 def with_pool(
@@ -229,3 +229,42 @@ def test_closing_the_pool_fails_chunks_waiting_for_a_receiver(stopped_receiver: 
             await task
 
     with_pool([stopped_receiver], body)
+
+
+def test_connection_closed_while_idle_is_seen_down_and_reconnected_without_a_chunk() -> None:
+    metrics = RecordingMetrics()
+    with ForwardReceiver() as receiver:
+
+        async def body(pool: ForwardPool) -> None:
+            await pool.connect()
+            await asyncio.to_thread(receiver.wait_until, lambda r: r.connections == 1)  # it knows us
+            await asyncio.to_thread(receiver.stop)  # restarts while nothing is being sent
+            while pool.not_ready_reason() is None:
+                await asyncio.sleep(0.01)
+            pool.keep_connected()
+            assert metrics.calls["down", receiver.port] == 1
+            assert "receiver closed the connection" in (pool.status()[0].last_error or "")
+            await asyncio.to_thread(receiver.start)
+            while pool.not_ready_reason() is not None:  # reconnected by the upkeep alone
+                pool.keep_connected()
+                await asyncio.sleep(0.02)
+
+        with_pool([receiver], body, metrics=metrics)
+        assert receiver.connections == 2
+        assert receiver.messages == []
+    assert metrics.calls["reconnected", receiver.port] == 1
+
+
+def test_send_chunk_lets_go_of_the_pieces_before_the_ack_so_a_chunk_in_flight_is_held_once() -> None:
+    with ForwardReceiver(ack_mode="never") as receiver:
+
+        async def body(pool: ForwardPool) -> None:
+            pieces = [pack_line_entries([b"one"], 1)[0], pack_line_entries([b"two"], 2)[0]]
+            task = asyncio.create_task(pool.send_chunk("app.log", pieces, 2))
+            await asyncio.to_thread(receiver.wait_for, 2)
+            assert not task.done()  # not acknowledged...
+            assert pieces == []  # ...and the pieces are already dropped: only the packed message is kept
+            task.cancel()
+
+        with_pool([receiver], body)
+        assert logged(receiver) == ["one", "two"]

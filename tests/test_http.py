@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.health import Health
+from sidecar.health import Health, OutageLimit
 from sidecar.http import MAX_HEAD_BYTES, start_http
 from sidecar.metrics import Metrics
 
@@ -218,6 +218,26 @@ def test_readyz_reports_a_ready_check_that_raises() -> None:
             assert (reply.status, reply.body) == (503, b"receiver: check failed: pool gone\n")
 
     run(scenario)
+
+
+def test_outage_limit_objects_only_once_the_outage_lasted_the_limit_without_a_break() -> None:
+    now = [0.0]
+    down: list[str] = ["receiver refused"]
+    outage = OutageLimit(lambda: down[0] if down else None, limit=60, clock=lambda: now[0])
+    assert outage() is None  # the outage starts here
+    now[0] = 59.9
+    assert outage() is None
+    now[0] = 61
+    assert outage() == "receiver refused for 61s (outage limit 60s)"
+    down.clear()
+    assert outage() is None
+    down.append("receiver refused")
+    now[0] = 100
+    assert outage() is None  # a new outage: its clock starts again
+
+
+def test_outage_limit_zero_objects_at_once() -> None:
+    assert OutageLimit(lambda: "down", limit=0, clock=lambda: 5.0)() == "down for 0s (outage limit 0s)"
 
 
 def test_readyz_is_503_while_the_follow_loop_is_stalled() -> None:

@@ -1,8 +1,8 @@
 """A real Prometheus scrapes the sidecar's endpoint; the dashboard and alert rules are evaluated by it.
 
 An exporter in a thread of this process stands in for the sidecar where the test is about the series
-(every series populated, so each dashboard query must return data); ``test_stream_mode_*`` runs the
-real CLI instead.
+(every series populated, so each dashboard query must return data); ``test_stream_mode_*`` and
+``test_agent_mode_*`` run the real CLI instead. The Prometheus server is the session's (``conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,29 +20,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client import generate_latest
 
 from sidecar.health import Health
 from sidecar.http import start_http
 from sidecar.metrics import Metrics
-from tests.conftest import SidecarFactory
-from tests.prom import PROMTOOL, Prometheus, running_prometheus
+from tests.conftest import PROMETHEUS_RULES, SidecarFactory
+from tests.forward_receiver import ForwardReceiver
+from tests.prom import PROMTOOL, Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "examples" / "prometheus" / "sidecar-rules.yaml"
+RULES = PROMETHEUS_RULES
 PROMETHEUS_RULE = ROOT / "examples" / "prometheus" / "prometheusrule.yaml"
 DASHBOARD = ROOT / "examples" / "grafana" / "sidecar-dashboard.json"
 RECEIVER = "fluentd.logging:24224"
 # What Grafana puts in place of the dashboard's variables.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "${datasource}": "prometheus"}
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    with running_prometheus(tmp_path_factory.mktemp("prometheus"), rule_files=[RULES]) as server:
-        yield server
 
 
 @contextmanager
@@ -212,6 +207,45 @@ def test_stream_mode_counters_in_prometheus_equal_what_was_written(
     status, body = fetch(port, "/metrics")
     lint = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, check=False)
     assert (status, lint.returncode, lint.stdout + lint.stderr) == (200, 0, b"")
+    assert process.stop() == 0
+
+
+def test_agent_mode_counters_in_prometheus_equal_what_was_acknowledged(
+    prometheus: Prometheus, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    pattern = f"{log_dir}/*.log"
+    (log_dir / "app.log").write_bytes(b"".join(b"agent line %d\n" % i for i in range(1500)))
+    port = prometheus.target_port
+    with ForwardReceiver() as receiver:
+        target = f'{{receiver="127.0.0.1:{receiver.port}"}}'
+        process = sidecar(
+            pattern,
+            *("--metrics-port", str(port), "--metrics-address", "127.0.0.1"),
+            *("--fluentd-host", "127.0.0.1", "--fluentd-port", str(receiver.port)),
+            *("--flush-interval", "0.1s", "--chunk-records", "400", "--outage-limit", "3s"),
+            mode="agent",
+        )
+        delivered = f'sidecar_lines_delivered_total{{mode="agent",pattern="{pattern}"}}'
+        prometheus.wait_for(delivered, lambda v: v == 1500, "1500 lines acknowledged")
+        assert len(receiver.events()) == 1500
+        assert prometheus.value(f"sidecar_records_acked_total{target}") == 1500
+        assert prometheus.value(f"sidecar_chunks_acked_total{target}") == 4
+        assert prometheus.value(f"sidecar_receiver_connected{target}") == 1
+        assert prometheus.value(f'sidecar_lines_read_total{{mode="agent",pattern="{pattern}"}}') == 1500
+        assert fetch(port, "/readyz") == (200, b"ready\n")
+    # The receiver is gone while the app is quiet: seen down at once, still ready within the outage limit.
+    stopped = time.monotonic()
+    assert fetch(port, "/readyz") == (200, b"ready\n")
+    prometheus.wait_for(f"sidecar_receiver_connected{target}", lambda v: v == 0, "the receiver seen down")
+    status, body = 200, b""
+    while status == 200 and time.monotonic() < stopped + 15:
+        time.sleep(0.1)
+        status, body = fetch(port, "/readyz")
+    assert time.monotonic() - stopped >= 2.5
+    assert status == 503
+    assert b"receiver: no Forward receiver connected" in body
+    assert b"(outage limit 3s)" in body
+    assert fetch(port, "/healthz") == (200, b"alive\n")
     assert process.stop() == 0
 
 

@@ -233,8 +233,9 @@ def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]
 
 
 class ReceiverWatch:
-    """Connects early (so readiness is true before the first chunk) and logs each receiver going down,
-    with the reason (refused, a wrong shared key, ...), and coming back."""
+    """Connects early (so readiness is true before the first chunk), keeps a connection up while the app
+    is quiet, and logs each receiver going down, with the reason (refused, a wrong shared key, ...), and
+    coming back."""
 
     def __init__(self, pool: ForwardPool) -> None:
         self._pool = pool
@@ -251,7 +252,8 @@ class ReceiverWatch:
         self.check()
 
     def check(self) -> None:
-        """Log what changed since the last call."""
+        """Let the pool notice idle connections that broke (and reconnect); log what changed since the last call."""
+        self._pool.keep_connected()
         for status in self._pool.status():
             name = str(status.receiver)
             now = (status.up, status.last_error)

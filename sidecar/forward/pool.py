@@ -167,6 +167,25 @@ class ForwardPool:
         errors = "; ".join(f"{s.name}: {s.last_error or 'not connected yet'}" for s in self._states)
         return f"no Forward receiver connected ({errors})"
 
+    def keep_connected(self) -> None:
+        """Notice connections that broke while idle, and reconnect in the background when none is up.
+
+        Call it regularly (the agent does on every tick). Without it a receiver that closed an idle
+        connection (restarted, say) would be seen only with the next chunk: the connected gauge would
+        stay 1, and a quiet app would leave the sidecar unready long after the receiver was back.
+        """
+        if self._closed:
+            return
+        for state in self._states:
+            if state.connection is not None and state.connection.closed:
+                self._lost(state, state.connection, state.connection.failure)
+        if any(state.live() is not None for state in self._states):
+            return
+        now = time.monotonic()
+        due = next((state for state in self._states if state.due(now)), None)
+        if due is not None:
+            self._start_probe(due)
+
     async def connect(self) -> None:
         """Connect to the first receiver that answers now (optional: sends connect on demand).
 
@@ -217,9 +236,12 @@ class ForwardPool:
         """Try receivers ahead of the one in use in the background, so traffic returns to them."""
         for state in self._states[:index]:
             if state.due(now):
-                probe = asyncio.create_task(self._probe(state))
-                self._probes.add(probe)
-                probe.add_done_callback(self._probes.discard)
+                self._start_probe(state)
+
+    def _start_probe(self, state: _State) -> None:
+        probe = asyncio.create_task(self._probe(state))
+        self._probes.add(probe)
+        probe.add_done_callback(self._probes.discard)
 
     async def _probe(self, state: _State) -> None:
         await self._open(state)

@@ -1,0 +1,265 @@
+"""Stopping and starting again: the checkpoint makes SIGTERM exactly-once and SIGKILL lossless.
+
+The output of all runs of one sidecar is checked as one stream, as a log backend would see it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from tests.checker import check
+from tests.conftest import SidecarFactory, read_state, wait_for_checkpoint
+from tests.writer import BackgroundWriter, LogWriter, make_line
+
+
+def test_sigterm_restarts_repeat_and_lose_nothing(log_dir: Path, sidecar: SidecarFactory) -> None:
+    app = log_dir / "app.log"
+    background = BackgroundWriter(LogWriter(app), interval=0.001)
+    background.writer.write(10)
+    sc = sidecar(app)
+    background.start()
+    for _ in range(3):
+        background.wait_written(len(background.writer.written) + 200)
+        assert sc.stop() == 0
+        background.wait_written(len(background.writer.written) + 100)  # written while down
+        sc.start()
+    written = background.stop()
+    sc.wait_delivered({"app": written})
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": written})
+    assert report.ok, report.summary()
+
+
+def test_sigint_drains_and_exits_zero_like_sigterm(log_dir: Path, sidecar: SidecarFactory) -> None:
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(100)
+    sc = sidecar(app)
+    sc.wait_for_lines(100)
+    writer.write(100)
+    assert sc.stop(signal.SIGINT) == 0
+    sc.start()
+    sc.wait_for_lines(200)
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_sigkill_restart_loses_nothing_and_repeats_only_unconfirmed_lines(
+    log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
+) -> None:
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(1000)
+    sc = sidecar(app, "--checkpoint-interval", "2s")
+    sc.wait_for_lines(1000)
+    wait_for_checkpoint(checkpoint_dir, app, app.stat().st_size, timeout=5)
+    unconfirmed = writer.write(300)
+    sc.wait_for_lines(1300)
+    sc.kill()
+    writer.write(200)  # written while down
+    sc.start()
+    sc.wait_delivered({"app": writer.written})
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written}, may_duplicate={"app": unconfirmed})
+    assert report.ok, report.summary()
+
+
+def test_repeated_sigkill_under_load_loses_nothing(
+    log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Each kill comes once the current file is checkpointed; then it is renamed away while down."""
+    app = log_dir / "app.log"
+    background = BackgroundWriter(LogWriter(app), interval=0.001)
+    sc = sidecar(app)
+    background.start()
+    for generation in range(1, 4):
+        background.wait_written(len(background.writer.written) + 300)
+        wait_for_checkpoint(checkpoint_dir, app, 1)
+        sc.kill()
+        app.rename(log_dir / f"app.log.{generation}")
+        background.reopen()
+        sc.start()
+    written = background.stop()
+    sc.wait_delivered({"app": written})
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": written}, may_duplicate={"app": written})
+    assert report.ok, report.summary()
+    repeats = sum(report.counts.values()) - len(written)
+    assert repeats <= 3 * 400, f"{repeats} lines repeated over 3 kills with a 0.2 s checkpoint interval"
+
+
+def test_file_rotated_while_down_is_finished_on_start(log_dir: Path, sidecar: SidecarFactory) -> None:
+    """Renamed twice while stopped: the checkpointed inode is now ``app.log.2``, found beside by identity."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(100)
+    sc = sidecar(app)
+    sc.wait_for_lines(100)
+    assert sc.stop() == 0
+    writer.write(50)
+    writer.rename_rotate(log_dir / "app.log.1")
+    (log_dir / "app.log.1").rename(log_dir / "app.log.2")
+    writer.write(70)
+    sc.start()
+    sc.wait_delivered({"app": writer.written})
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_generation_created_and_rotated_while_down_is_read_on_start(log_dir: Path, sidecar: SidecarFactory) -> None:
+    """The middle generation never reached the state file: only its place beside a known one finds it."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(100)
+    sc = sidecar(app)
+    sc.wait_for_lines(100)
+    assert sc.stop() == 0
+    writer.write(50)
+    writer.rename_rotate(log_dir / "app.log.1")
+    writer.write(60)  # the generation no state file knows
+    (log_dir / "app.log.1").rename(log_dir / "app.log.2")
+    writer.rename_rotate(log_dir / "app.log.1")
+    writer.write(70)
+    sc.start()
+    sc.wait_delivered({"app": writer.written})
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_copytruncate_while_down_is_finished_from_the_copy(log_dir: Path, sidecar: SidecarFactory) -> None:
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(500)
+    sc = sidecar(app)
+    sc.wait_for_lines(500)
+    assert sc.stop() == 0
+    writer.write(300)
+    writer.copytruncate(log_dir / "app.log.1")
+    writer.write(100)
+    sc.start()
+    sc.wait_delivered({"app": writer.written})
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_read_from_tail_skips_existing_content_only_at_first_start(
+    log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
+) -> None:
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    old = writer.write(100)
+    sc = sidecar(app, "--read-from", "tail")
+    wait_for_checkpoint(checkpoint_dir, app, app.stat().st_size)
+    writer.write(10)
+    sc.wait_for_lines(10)
+    assert sc.stop() == 0
+    writer.write(20)  # while down: resumed from the checkpoint, not skipped as "existing"
+    sc.start()
+    sc.wait_for_lines(30)
+    sc.wait_quiet(0.3)
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written[len(old) :]})
+    assert report.ok, report.summary()
+
+
+def test_partial_line_at_sigterm_is_kept_and_comes_out_whole_after_restart(
+    log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(10)
+    sc = sidecar(app)
+    sc.wait_for_lines(10)
+    writer.write_partial(12)
+    sc.wait_quiet(0.4)
+    assert sc.stop() == 0
+    assert sc.output().count(b"\n") == 10
+    writer.write(5)  # completes the partial line first
+    sc.start()
+    sc.wait_for_lines(16)
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_partial_line_is_emitted_only_once_completed(log_dir: Path, sidecar: SidecarFactory) -> None:
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(3)
+    sc = sidecar(app)
+    sc.wait_for_lines(3)
+    writer.write_partial()
+    assert sc.wait_quiet(0.5) == b"".join(make_line("app", n) for n in range(3))
+    writer.finish_partial()
+    sc.wait_for_lines(4)
+    assert sc.stop() == 0
+    report = check(sc.output(), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_unterminated_last_line_of_rotated_file_is_emitted_with_newline_when_let_go(
+    log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Chosen behaviour: a rotated-away file whose last line never ends gets a ``\\n`` when released."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(5)
+    sc = sidecar(app, "--rotate-wait", "0.5s")
+    sc.wait_for_lines(5)
+    unfinished = writer.write_partial(20)
+    writer.abandon_partial()
+    writer.rename_rotate(log_dir / "app.log.1")
+    writer.write(5)
+    fragment = make_line("app", unfinished)[:20] + b"\n"
+    sc.wait_for(lambda out: fragment in out, "the unfinished line, let go with a newline", timeout=5)
+    sc.wait_for_lines(11)
+    assert sc.stop() == 0
+    lines = sc.output().splitlines(keepends=True)
+    assert lines.count(fragment) == 1
+    kept = [line for line in lines if line != fragment]
+    report = check(b"".join(kept), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_second_signal_exits_at_once_during_a_long_drain(log_dir: Path, sidecar: SidecarFactory) -> None:
+    app = log_dir / "app.log"
+    background = BackgroundWriter(LogWriter(app), interval=0.002)
+    sc = sidecar(app, "--drain-timeout", "60s")
+    background.start()
+    try:
+        sc.wait_for_lines(50)
+        sc.send(signal.SIGTERM)
+        time.sleep(0.3)
+        assert sc.running, "with a busy file and --drain-timeout 60s the first SIGTERM keeps draining"
+        started = time.monotonic()
+        sc.send(signal.SIGTERM)
+        sc.wait(timeout=5)
+        assert time.monotonic() - started < 2.0
+    finally:
+        background.stop()
+
+
+def test_corrupt_state_file_is_moved_aside_with_one_error_line(
+    log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
+) -> None:
+    state = checkpoint_dir / "sidecar-state.json"
+    state.write_bytes(b'{"version": 1, "files": [{"dev": "oops"')
+    writer = LogWriter(log_dir / "app.log")
+    writer.write(20)
+    sc = sidecar(log_dir / "app.log")
+    sc.wait_for_lines(20)
+    aside = [p for p in checkpoint_dir.iterdir() if p.name.startswith("sidecar-state.json.")]
+    assert len(aside) == 1, list(checkpoint_dir.iterdir())
+    assert aside[0].read_bytes() == b'{"version": 1, "files": [{"dev": "oops"'
+    errors = [line for line in sc.stderr().splitlines() if "sidecar-state.json" in line]
+    assert len(errors) == 1, sc.stderr()
+    assert "Traceback" not in sc.stderr()
+    wait_for_checkpoint(checkpoint_dir, log_dir / "app.log", (log_dir / "app.log").stat().st_size)
+    assert sc.stop() == 0
+    assert read_state(checkpoint_dir)
