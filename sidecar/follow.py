@@ -178,6 +178,7 @@ class Follower:
                 if stat.S_ISDIR(st.st_mode):
                     continue
                 self._complain_once(item.path, "not_regular", "matched path is not a regular file; exclude it")
+                self.observer.read_error(item.pattern, "not_regular")
                 continue
             found.append((item, st))
         known = {i for i, (_, st) in enumerate(found) if FileKey.of(st) in self.closed or FileKey.of(st) in self.by_key}
@@ -204,20 +205,17 @@ class Follower:
             os.close(fd)
             self._read_error(item.pattern, item.path, exc)
             return
-        if entry is not None and Fingerprint(entry.fingerprint, entry.fp_len).matches(head):
-            if not startup and st.st_size <= entry.offset:
+        if entry is not None:
+            fp = Fingerprint(entry.fingerprint, entry.fp_len)
+            same = fp.matches(head)
+            if same and not startup and st.st_size <= entry.offset:
                 os.close(fd)
                 entry.seen = time.time()
                 return
             del self.closed[key]
-            tail = self._track(item, key, fd, entry.offset, Fingerprint(entry.fingerprint, entry.fp_len))
-            if st.st_size < entry.offset:
+            tail = self._track(item, key, fd, entry.offset, fp)
+            if not same or st.st_size < entry.offset:
                 self._truncated(tail, head)
-            return
-        if entry is not None:
-            del self.closed[key]
-            replaced = self._track(item, key, fd, entry.offset, Fingerprint(entry.fingerprint, entry.fp_len))
-            self._truncated(replaced, head)
             return
         if self._copy_of_open_file(item.path, head):
             log.debug("copy_skipped", path=item.path, inode=key.ino)

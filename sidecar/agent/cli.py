@@ -216,6 +216,7 @@ def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]
         def tick() -> None:
             watch.check()
             outage()  # the outage starts when it is first seen: every tick, not only at the next probe
+
         sink = ForwardSink(
             pool,
             shape,
