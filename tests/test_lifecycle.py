@@ -22,7 +22,7 @@ def test_native_sidecar_drains_what_the_app_wrote_last_and_exits_at_once(
 ) -> None:
     writer = LogWriter(log_dir / "app.log")
     sc = sidecar(log_dir / "app.log", "--poll-interval", "5s")
-    writer.write(2000, batch=500)
+    writer.write(2000, batch=True)
     started = time.monotonic()
     assert sc.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 2.0
