@@ -59,7 +59,11 @@ class Prometheus:
             with urllib.request.urlopen(url, timeout=10) as response:
                 doc = json.load(response)
         except urllib.error.HTTPError as error:
-            doc = json.load(error)
+            body = error.read()
+            try:
+                doc = json.loads(body)
+            except ValueError:  # e.g. 503 "Service Unavailable" in plain text while still starting
+                raise QueryError(f"{path} {params}: HTTP {error.code}: {body[:200]!r}") from None
         if doc.get("status") != "success":
             raise QueryError(f"{path} {params}: {doc.get('errorType')}: {doc.get('error')}")
         return doc["data"]

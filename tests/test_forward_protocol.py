@@ -114,6 +114,16 @@ def test_gzip_payload_is_one_member_with_zero_mtime() -> None:
     assert message[1][4:8] == b"\x00\x00\x00\x00"
 
 
+def test_message_packed_from_pieces_is_the_message_of_the_joined_entries() -> None:
+    pieces = [pack_line_entries([f"piece {i} line {j}".encode() for j in range(50)], i)[0] for i in range(4)]
+    joined = b"".join(pieces)
+    assert pack_message("t", pieces, 200, "id") == pack_message("t", joined, 200, "id")
+    gzipped = read_objects(pack_message("t", pieces, 200, compress=True))[0]
+    assert isinstance(gzipped, list)
+    assert gzip.decompress(gzipped[1]) == joined
+    assert decode_message(gzipped).gzip_members == 1
+
+
 def test_helo_without_keepalive_from_fluent_bit_in_forward_parses() -> None:
     helo = parse_helo(objects("in_forward-helo.bin")[0])
     assert (len(helo.nonce), len(helo.auth_salt), helo.keepalive) == (16, 16, True)
