@@ -136,6 +136,19 @@ def check(
     )
 
 
+def assert_exactly_once(
+    output: bytes,
+    expected: Mapping[str, Iterable[int]],
+    *,
+    may_lose: Mapping[str, Iterable[int]] | None = None,
+    may_duplicate: Mapping[str, Iterable[int]] | None = None,
+) -> Report:
+    """:func:`check`, failing the test with the report's summary unless every line came out exactly once."""
+    report = check(output, expected, may_lose=may_lose, may_duplicate=may_duplicate)
+    assert report.ok, report.summary()
+    return report
+
+
 def delivered(output: bytes, expected: Mapping[str, Iterable[int]]) -> bool:
     """Whether every expected line is in the output at least once; a progress probe for waits."""
     counts, _, _ = parse(output, expected)

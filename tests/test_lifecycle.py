@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.checker import check
+from tests.checker import assert_exactly_once
 from tests.conftest import SidecarFactory
 from tests.writer import BackgroundWriter, LogWriter
 
@@ -26,8 +26,7 @@ def test_native_sidecar_drains_what_the_app_wrote_last_and_exits_at_once(
     started = time.monotonic()
     assert sc.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 2.0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_classic_sidecar_keeps_reading_after_sigterm_until_the_files_are_quiet(
@@ -43,8 +42,7 @@ def test_classic_sidecar_keeps_reading_after_sigterm_until_the_files_are_quiet(
     stopped_writing = time.monotonic()
     assert sc.wait(timeout=10) == 0
     assert time.monotonic() - stopped_writing < 3.0, "exits about 1 s after the files went quiet"
-    report = check(sc.output(), {"app": written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": written})
 
 
 def test_drain_timeout_bounds_the_wait_when_the_app_never_stops(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -58,5 +56,4 @@ def test_drain_timeout_bounds_the_wait_when_the_app_never_stops(log_dir: Path, s
     waited = time.monotonic() - signalled
     written = background.stop()
     assert 1.4 < waited < 4.0
-    report = check(sc.output(), {"app": written}, may_lose={"app": set(written[-400:])})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": written}, may_lose={"app": set(written[-400:])})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.checker import check, lines_in_files
+from tests.checker import assert_exactly_once, lines_in_files
 from tests.conftest import SidecarFactory
 from tests.writer import BackgroundWriter, LogWriter
 
@@ -52,8 +52,7 @@ def test_real_logrotate_copytruncate_while_the_app_writes(
     on_disk = lines_in_files(log_dir.glob("app.log*"), "app")
     sc.wait_delivered({"app": on_disk})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": on_disk}, may_lose={"app": set(written) - on_disk})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": on_disk}, may_lose={"app": set(written) - on_disk})
 
 
 def test_real_logrotate_rename_with_app_reopening_after_it(
@@ -73,8 +72,7 @@ def test_real_logrotate_rename_with_app_reopening_after_it(
     written = background.stop()
     sc.wait_delivered({"app": written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": written})
 
 
 def _copytruncate_by_writer(tmp_path: Path, writer: LogWriter) -> None:
@@ -106,8 +104,7 @@ def test_copytruncate_while_sidecar_is_behind_reads_missing_lines_from_the_copy(
     sc.resume()
     sc.wait_delivered({"app": writer.written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_plain_truncate_while_behind_loses_only_the_unread_lines(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -124,8 +121,7 @@ def test_plain_truncate_while_behind_loses_only_the_unread_lines(log_dir: Path, 
     sc.resume()
     sc.wait_delivered({"app": after})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written}, may_lose={"app": unread})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written}, may_lose={"app": unread})
 
 
 def test_copy_beside_a_file_renamed_while_behind_is_not_read_as_a_new_generation(
@@ -146,8 +142,7 @@ def test_copy_beside_a_file_renamed_while_behind_is_not_read_as_a_new_generation
     sc.wait_delivered({"app": writer.written})
     sc.wait_quiet(0.3)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_copy_found_while_logrotate_is_still_writing_it_is_not_read_from_the_middle(
@@ -171,5 +166,4 @@ def test_copy_found_while_logrotate_is_still_writing_it_is_not_read_from_the_mid
     sc.wait_delivered({"app": writer.written})
     sc.wait_quiet(0.3)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})

@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.checker import check
+from tests.checker import assert_exactly_once
 from tests.conftest import SidecarFactory, read_state, wait_for_checkpoint
 from tests.writer import BackgroundWriter, LogWriter, make_line
 
@@ -28,8 +28,7 @@ def test_sigterm_restarts_repeat_and_lose_nothing(log_dir: Path, sidecar: Sideca
     written = background.stop()
     sc.wait_delivered({"app": written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": written})
 
 
 def test_sigint_drains_and_exits_zero_like_sigterm(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -43,8 +42,7 @@ def test_sigint_drains_and_exits_zero_like_sigterm(log_dir: Path, sidecar: Sidec
     sc.start()
     sc.wait_for_lines(200)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_sigkill_restart_loses_nothing_and_repeats_only_unconfirmed_lines(
@@ -63,8 +61,7 @@ def test_sigkill_restart_loses_nothing_and_repeats_only_unconfirmed_lines(
     sc.start()
     sc.wait_delivered({"app": writer.written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written}, may_duplicate={"app": unconfirmed})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written}, may_duplicate={"app": unconfirmed})
 
 
 def test_repeated_sigkill_under_load_loses_nothing(
@@ -85,8 +82,7 @@ def test_repeated_sigkill_under_load_loses_nothing(
     written = background.stop()
     sc.wait_delivered({"app": written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": written}, may_duplicate={"app": written})
-    assert report.ok, report.summary()
+    report = assert_exactly_once(sc.output(), {"app": written}, may_duplicate={"app": written})
     repeats = sum(report.counts.values()) - len(written)
     assert repeats <= 3 * 400, f"{repeats} lines repeated over 3 kills with a 0.2 s checkpoint interval"
 
@@ -106,8 +102,7 @@ def test_file_rotated_while_down_is_finished_on_start(log_dir: Path, sidecar: Si
     sc.start()
     sc.wait_delivered({"app": writer.written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_generation_created_and_rotated_while_down_is_read_on_start(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -127,8 +122,7 @@ def test_generation_created_and_rotated_while_down_is_read_on_start(log_dir: Pat
     sc.start()
     sc.wait_delivered({"app": writer.written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_copytruncate_while_down_is_finished_from_the_copy(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -144,8 +138,7 @@ def test_copytruncate_while_down_is_finished_from_the_copy(log_dir: Path, sideca
     sc.start()
     sc.wait_delivered({"app": writer.written})
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_read_from_tail_skips_existing_content_only_at_first_start(
@@ -164,8 +157,7 @@ def test_read_from_tail_skips_existing_content_only_at_first_start(
     sc.wait_for_lines(30)
     sc.wait_quiet(0.3)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written[len(old) :]})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written[len(old) :]})
 
 
 def test_partial_line_at_sigterm_is_kept_and_comes_out_whole_after_restart(
@@ -184,8 +176,7 @@ def test_partial_line_at_sigterm_is_kept_and_comes_out_whole_after_restart(
     sc.start()
     sc.wait_for_lines(16)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_partial_line_is_emitted_only_once_completed(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -199,8 +190,7 @@ def test_partial_line_is_emitted_only_once_completed(log_dir: Path, sidecar: Sid
     writer.finish_partial()
     sc.wait_for_lines(4)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_unterminated_last_line_of_rotated_file_is_emitted_with_newline_when_let_go(
@@ -223,8 +213,7 @@ def test_unterminated_last_line_of_rotated_file_is_emitted_with_newline_when_let
     lines = sc.output().splitlines(keepends=True)
     assert lines.count(fragment) == 1
     kept = [line for line in lines if line != fragment]
-    report = check(b"".join(kept), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(b"".join(kept), {"app": writer.written})
 
 
 def test_second_signal_exits_at_once_during_a_long_drain(log_dir: Path, sidecar: SidecarFactory) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.checker import check
+from tests.checker import assert_exactly_once
 from tests.conftest import SidecarFactory, wait_for_checkpoint
 from tests.writer import LogWriter
 
@@ -30,8 +30,7 @@ def test_rename_rotation_with_late_writes_to_old_file_loses_nothing(log_dir: Pat
         writer.write(10)
     sc.wait_for_lines(len(writer.written))
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_fifty_rotations_faster_than_the_poll_interval_are_all_read(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -48,8 +47,7 @@ def test_fifty_rotations_faster_than_the_poll_interval_are_all_read(log_dir: Pat
     writer.write(20)
     sc.wait_for_lines(len(writer.written), timeout=15)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_glob_matching_rotated_names_reads_each_line_once_across_restart(
@@ -73,8 +71,7 @@ def test_glob_matching_rotated_names_reads_each_line_once_across_restart(
     sc.wait_for_lines(len(writer.written))
     sc.wait_quiet()
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_new_file_is_read_from_byte_zero_within_a_second(
@@ -92,8 +89,7 @@ def test_new_file_is_read_from_byte_zero_within_a_second(
     elapsed = time.monotonic() - started
     assert elapsed < 1.5, f"new file found after {elapsed:.2f}s"
     assert sc.stop() == 0
-    report = check(sc.output(), {"b": late.written})
-    assert report.ok, report.summary()
+    report = assert_exactly_once(sc.output(), {"b": late.written})
     assert report.foreign == 0, "a.log existed at first start with --read-from tail: its lines are skipped"
 
 
@@ -107,8 +103,7 @@ def test_truncate_in_place_after_read_restarts_at_zero(log_dir: Path, sidecar: S
     writer.write(20)
     sc.wait_for_lines(220)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_truncate_then_regrow_past_old_offset_while_paused_is_read_from_zero(
@@ -128,8 +123,7 @@ def test_truncate_then_regrow_past_old_offset_while_paused_is_read_from_zero(
     sc.resume()
     sc.wait_for_lines(120)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 @pytest.mark.parametrize("watch", ["auto", "poll"])
@@ -145,8 +139,7 @@ def test_delete_with_unread_data_drains_the_open_file(watch: str, log_dir: Path,
     sc.resume()
     sc.wait_for_lines(400)
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_delete_and_recreate_reads_every_generation(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -163,8 +156,7 @@ def test_delete_and_recreate_reads_every_generation(log_dir: Path, sidecar: Side
     writer.write(15)
     sc.wait_for_lines(len(writer.written))
     assert sc.stop() == 0
-    report = check(sc.output(), {"app": writer.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_symlink_swapped_to_new_target_finishes_the_old_one(tmp_path: Path, sidecar: SidecarFactory) -> None:
@@ -188,8 +180,7 @@ def test_symlink_swapped_to_new_target_finishes_the_old_one(tmp_path: Path, side
     new.write(90)
     sc.wait_for_lines(250)
     assert sc.stop() == 0
-    report = check(sc.output(), {"old": old.written, "new": new.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"old": old.written, "new": new.written})
 
 
 def test_hundreds_of_files_each_keep_their_own_position(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -206,8 +197,7 @@ def test_hundreds_of_files_each_keep_their_own_position(log_dir: Path, sidecar: 
         w.write(1)
     sc.wait_for_lines(1500, timeout=15)
     assert sc.stop() == 0
-    report = check(sc.output(), {w.stream: w.written for w in writers})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {w.stream: w.written for w in writers})
 
 
 def test_unopenable_matches_never_stall_the_other_files(log_dir: Path, sidecar: SidecarFactory) -> None:
@@ -223,5 +213,4 @@ def test_unopenable_matches_never_stall_the_other_files(log_dir: Path, sidecar: 
     good.write(50)
     sc.wait_for_lines(100)
     assert sc.stop() == 0
-    report = check(sc.output(), {"good": good.written})
-    assert report.ok, report.summary()
+    assert_exactly_once(sc.output(), {"good": good.written})
