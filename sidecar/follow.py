@@ -14,8 +14,7 @@ import errno
 import os
 import stat
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sidecar.checkpoint import CheckpointStore, Entry
@@ -23,6 +22,7 @@ from sidecar.config import FollowConfig
 from sidecar.errors import CheckpointError
 from sidecar.events import Observer, RotationKind
 from sidecar.identity import FP_BYTES, FileKey, Fingerprint, read_head
+from sidecar.ledger import Ledger
 from sidecar.lines import Piece, frame
 from sidecar.log import get_logger
 from sidecar.paths import Found, PathsProvider
@@ -42,32 +42,6 @@ CHECKPOINT_REFRESH = 30.0
 """Rewrite an unchanged state file this often (well inside the checkpoint-stale alert's 120 s)."""
 DRAIN_GRACE = 5.0
 """After SIGTERM, how long reading a backlog, and then waiting for the sink, may take beyond --drain-timeout."""
-
-
-class Ledger:
-    """Which bytes of one file generation the sink has confirmed, advanced strictly in file order."""
-
-    __slots__ = ("_pending", "committed")
-
-    def __init__(self, committed: int) -> None:
-        self.committed = committed
-        self._pending: deque[list[int]] = deque()
-
-    def add(self, end: int) -> Callable[[], None]:
-        """Register a batch ending at ``end``; the returned callable commits it."""
-        entry = [end, 0]
-        self._pending.append(entry)
-
-        def commit() -> None:
-            entry[1] = 1
-            while self._pending and self._pending[0][1]:
-                self.committed = self._pending.popleft()[0]
-
-        return commit
-
-    @property
-    def idle(self) -> bool:
-        return not self._pending
 
 
 @dataclass(eq=False, slots=True)

@@ -8,7 +8,7 @@ import pytest
 
 from sidecar.checkpoint import CheckpointStore, Entry
 from sidecar.errors import CheckpointError
-from sidecar.follow import Ledger
+from sidecar.ledger import Ledger
 
 
 def _entry(offset: int) -> Entry:
