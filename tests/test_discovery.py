@@ -66,3 +66,23 @@ def test_ignore_older_skips_files_not_written_for_that_long(log_dir: Path, sidec
     assert sc.stop() == 0
     report = assert_exactly_once(sc.output(), {"fresh": fresh.written})
     assert report.foreign == 0
+
+
+def test_log_directory_removed_and_recreated_is_followed_again(log_dir: Path, sidecar: SidecarFactory) -> None:
+    (log_dir / "pod").mkdir()
+    first = LogWriter(log_dir / "pod" / "app.log", "first")
+    first.write(10)
+    sc = sidecar(f"{log_dir}/pod/*.log")
+    sc.wait_delivered({"first": first.written})
+    first.close()
+    for child in (log_dir / "pod").iterdir():
+        child.unlink()
+    (log_dir / "pod").rmdir()
+    sc.wait_stderr("kind=delete")
+    (log_dir / "pod").mkdir()
+    second = LogWriter(log_dir / "pod" / "app.log", "second")
+    second.write(10)
+    sc.wait_delivered({"first": first.written, "second": second.written}, timeout=5.0)
+    assert sc.stop() == 0
+    assert "Traceback" not in sc.stderr()
+    assert_exactly_once(sc.output(), {"first": first.written, "second": second.written})
