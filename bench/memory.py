@@ -8,7 +8,6 @@ behind a reader that stalls for a while (the files are the buffer: no reading ah
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import threading
@@ -21,7 +20,7 @@ from bench import writer
 from bench.followers import BenchError, Follower, log_tail, sidecar_missing, sidecar_stream, start, stop, tail
 from bench.procfs import memory_kib
 from bench.report import Figure, note, show
-from bench.workload import REPO, exit_on_sigterm, fresh_dir, scratch_dir, write_backlog
+from bench.workload import REPO, fresh_dir, quick_main, scratch_dir, write_backlog
 
 NAME = "memory"
 SIDECAR = "sidecar stream"
@@ -199,10 +198,7 @@ def run(quick: bool) -> list[Figure]:
 
 
 def main() -> None:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter loads")
-    run(parser.parse_args().quick)
+    quick_main(run, __doc__, "shorter loads")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ reader is ``head -c``, so the scraper thread in this process does not compete wi
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import socket
 import threading
@@ -16,7 +15,7 @@ import time
 from bench import stream_throughput
 from bench.followers import CatchUp, catch_up, sidecar_missing, sidecar_stream
 from bench.report import Figure, median, note, ratio, show
-from bench.workload import exit_on_sigterm, fresh_dir, scratch_dir, write_backlog
+from bench.workload import fresh_dir, quick_main, scratch_dir, write_backlog
 
 NAME = "scrape_load"
 INTERVAL = 0.05
@@ -125,10 +124,7 @@ def run(quick: bool) -> list[Figure]:
 
 
 def main() -> None:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="~40 MB once instead of ~400 MB three times")
-    run(parser.parse_args().quick)
+    quick_main(run, __doc__, "~40 MB once instead of ~400 MB three times")
 
 
 if __name__ == "__main__":

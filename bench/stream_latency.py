@@ -8,7 +8,6 @@ by default, so its delay is ~1 s.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from bench import writer
 from bench.followers import Follower, LineReader, sidecar_missing, sidecar_stream, start, stop, tail
 from bench.procfs import cpu_seconds
 from bench.report import Figure, note, ratio, show
-from bench.workload import REPO, exit_on_sigterm, fresh_dir, line_stamp, scratch_dir, stamped_line
+from bench.workload import REPO, fresh_dir, line_stamp, quick_main, scratch_dir, stamped_line
 
 NAME = "stream_latency"
 SIDECAR = "sidecar stream"
@@ -126,10 +125,7 @@ def run(quick: bool) -> list[Figure]:
 
 
 def main() -> None:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1 s per rate instead of 5 s")
-    run(parser.parse_args().quick)
+    quick_main(run, __doc__, "1 s per rate instead of 5 s")
 
 
 if __name__ == "__main__":

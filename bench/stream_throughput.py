@@ -8,13 +8,12 @@ byte. Into a pipe the reader is the ceiling, so the question is whether the side
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.followers import READERS, CatchUp, Follower, Reader, cat, catch_up, sidecar_missing, sidecar_stream, tail
 from bench.report import Figure, median, note, ratio, show
-from bench.workload import LINE_BYTES, exit_on_sigterm, fresh_dir, scratch_dir, write_backlog
+from bench.workload import LINE_BYTES, fresh_dir, quick_main, scratch_dir, write_backlog
 
 NAME = "stream_throughput"
 SIDECAR = "sidecar stream"
@@ -131,10 +130,7 @@ def _ratios(medians: dict[tuple[str, Reader], tuple[float, float]]) -> list[Figu
 
 
 def main() -> None:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="~40 MB once instead of ~400 MB three times")
-    run(parser.parse_args().quick)
+    quick_main(run, __doc__, "~40 MB once instead of ~400 MB three times")
 
 
 if __name__ == "__main__":

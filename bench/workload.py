@@ -6,12 +6,13 @@ and every directory is removed when its benchmark ends, also on error or Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,6 +52,14 @@ def fresh_dir(parent: Path, prefix: str) -> Path:
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into ``SystemExit`` so that ``finally`` blocks stop followers and remove scratch data."""
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(128 + signal.SIGTERM))
+
+
+def quick_main(run: Callable[[bool], object], description: str | None, quick_help: str) -> None:
+    """The command line of a bench module whose only option is ``--quick``."""
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    run(parser.parse_args().quick)
 
 
 def write_backlog(path: Path, lines: int) -> int:
