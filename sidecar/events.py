@@ -49,7 +49,7 @@ class Observer(Protocol):
 
 
 class NullObserver:
-    """An observer that ignores everything: the default when metrics are off."""
+    """An observer that ignores everything: for driving the core without metrics (tests, embedding)."""
 
     def file_opened(self, pattern: str) -> None:
         pass

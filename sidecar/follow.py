@@ -21,7 +21,7 @@ from sidecar.checkpoint import CheckpointStore, Entry
 from sidecar.config import FollowConfig
 from sidecar.errors import CheckpointError
 from sidecar.events import Observer, RotationKind
-from sidecar.identity import FP_BYTES, FileKey, Fingerprint, read_head
+from sidecar.identity import FileKey, Fingerprint, read_head, read_head_of
 from sidecar.ledger import Ledger
 from sidecar.lines import Piece, frame
 from sidecar.log import get_logger
@@ -81,14 +81,13 @@ def _reason(exc: OSError) -> str:
 class Follower:
     """Follows every file the globs match and feeds complete lines to ``sink``."""
 
-    def __init__(self, config: FollowConfig, sink: Sink, observer: Observer,
-                 watcher: Watcher | None = None) -> None:
+    def __init__(self, config: FollowConfig, sink: Sink, observer: Observer) -> None:
         self.config = config
         self.sink = sink
         self.observer = observer
         self.store = CheckpointStore(config.checkpoint_dir)
         self.paths = PathsProvider(config.paths, config.exclude)
-        self.watcher = watcher or make_watcher(config.watch)
+        self.watcher: Watcher = make_watcher(config.watch)
         self.tails: list[Tail] = []
         self.by_key: dict[FileKey, Tail] = {}
         self.closed: dict[FileKey, Entry] = {}
@@ -280,12 +279,8 @@ class Follower:
             sib_key = FileKey.of(sib.st)
             if sib_key == tail.key or sib_key in self.by_key:
                 continue
-            try:
-                with open(sib.path, "rb") as copy:
-                    copy_head = copy.read(tail.fp.length)
-            except OSError:
-                continue
-            if not tail.fp.length or not tail.fp.matches(copy_head):
+            copy_head = read_head_of(sib.path)
+            if copy_head is None or not tail.fp.length or not tail.fp.matches(copy_head):
                 continue
             kind = "copytruncate"
             self.closed[sib_key] = Entry(sib_key.dev, sib_key.ino, tail.fp.digest, tail.fp.length,
@@ -349,12 +344,8 @@ class Follower:
             key = FileKey.of(sib.st)
             if key in self.by_key or key in self.closed or sib.st.st_mtime < since - MTIME_SLACK:
                 continue
-            try:
-                with open(sib.path, "rb") as gen_file:
-                    head = gen_file.read(FP_BYTES)
-            except OSError:
-                continue
-            if not self._copy_of_open_file(sib.path, head):
+            head = read_head_of(sib.path)
+            if head is not None and not self._copy_of_open_file(sib.path, head):
                 found.append((Found(sib.path, pattern), sib.st))
         newest = next((t for t in self.tails if t.real == real and t.rotated is None), None)
         for item, st in sorted(found, key=lambda f: f[1].st_mtime_ns):

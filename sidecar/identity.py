@@ -55,3 +55,12 @@ class Fingerprint:
 def read_head(fd: int) -> bytes:
     """The bytes a fingerprint is taken of."""
     return os.pread(fd, FP_BYTES, 0)
+
+
+def read_head_of(path: str) -> bytes | None:
+    """The head of a file we do not hold open (a sibling); None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(FP_BYTES)
+    except OSError:
+        return None
