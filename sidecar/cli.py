@@ -16,10 +16,10 @@ from sidecar.errors import ConfigError, SidecarError
 
 MODES = ("stream", "agent")
 COMMANDS = {
-    "stream": "sidecar.stream_cli:stream_command",
-    "agent": "sidecar.agent.cli:agent_command",
-    "status": "sidecar.status:status_command",
-    "inject": "sidecar.inject:inject_command",
+    "stream": "sidecar.modes.stream.cli:stream_command",
+    "agent": "sidecar.modes.agent.cli:agent_command",
+    "status": "sidecar.tools.status:status_command",
+    "inject": "sidecar.tools.inject:inject_command",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from sidecar.config import FollowConfig
+from sidecar.core.config import FollowConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

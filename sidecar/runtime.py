@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sidecar import log as diagnostics
-from sidecar.config import FollowConfig
+from sidecar.core.config import FollowConfig
+from sidecar.core.follow import Follower
+from sidecar.core.sink import Sink
 from sidecar.errors import SidecarError
-from sidecar.follow import Follower
-from sidecar.health import Health
-from sidecar.http import start_http
 from sidecar.log import get_logger
-from sidecar.metrics import Metrics
-from sidecar.sink import Sink
+from sidecar.observe.health import Health
+from sidecar.observe.http import start_http
+from sidecar.observe.metrics import Metrics
 
 log = get_logger(__name__)
 

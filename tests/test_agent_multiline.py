@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.agent.multiline import Grouper, make_rule_factory
 from sidecar.errors import ConfigError
+from sidecar.modes.agent.multiline import Grouper, make_rule_factory
 
 
 def group(text: str, preset: str | None = None, start: str | None = None, **bounds: int) -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.agent.parsers import (
+from sidecar.errors import ConfigError
+from sidecar.modes.agent.parsers import (
     RegexParser,
     TimeReader,
     make_parser,
@@ -12,7 +13,6 @@ from sidecar.agent.parsers import (
     parse_json,
     parse_logfmt,
 )
-from sidecar.errors import ConfigError
 
 T0 = 1714557600  # 2024-05-01T10:00:00Z
 

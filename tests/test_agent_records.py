@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.agent.records import RecordShape, TagTemplate, file_stem, parse_fields, pod_identity
 from sidecar.errors import ConfigError
+from sidecar.modes.agent.records import RecordShape, TagTemplate, file_stem, parse_fields, pod_identity
 
 POD = {"pod": "shop-7d9f", "namespace": "prod", "node": "node-1", "container": "app"}
 

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
-from sidecar.agent.multiline import make_rule_factory
-from sidecar.agent.parsers import make_parser, make_time_reader
-from sidecar.agent.records import Encoder, RecordShape, TagTemplate
-from sidecar.agent.sink import ForwardSink, SinkOptions
+from sidecar.core.sink import Batch, Source
 from sidecar.errors import ForwardError
 from sidecar.forward.client import ForwardOptions, Receiver
 from sidecar.forward.pool import ForwardPool
-from sidecar.sink import Batch, Source
+from sidecar.modes.agent.multiline import make_rule_factory
+from sidecar.modes.agent.parsers import make_parser, make_time_reader
+from sidecar.modes.agent.records import Encoder, RecordShape, TagTemplate
+from sidecar.modes.agent.sink import ForwardSink, SinkOptions
 from tests.forward_receiver import ForwardReceiver
 
 T = TypeVar("T")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.checkpoint import CheckpointStore, Entry
+from sidecar.core.checkpoint import CheckpointStore, Entry
+from sidecar.core.ledger import Ledger
 from sidecar.errors import CheckpointError
-from sidecar.ledger import Ledger
 
 
 def _entry(offset: int) -> Entry:

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from sidecar.paths import PathsProvider
+from sidecar.core.paths import PathsProvider
 from tests.checker import assert_exactly_once
 from tests.conftest import SidecarFactory
 from tests.writer import LogWriter

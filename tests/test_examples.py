@@ -23,7 +23,7 @@ import yaml
 from kubernetes_validate import validate
 
 from sidecar.cli import main
-from sidecar.inject import METRICS_PORT_NAME, SIDECAR_NAME, InjectOptions, inject_text
+from sidecar.tools.inject import METRICS_PORT_NAME, SIDECAR_NAME, InjectOptions, inject_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

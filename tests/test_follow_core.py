@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from sidecar.checkpoint import CheckpointStore
-from sidecar.config import FollowConfig
+from sidecar.core.checkpoint import CheckpointStore
+from sidecar.core.config import FollowConfig
+from sidecar.core.events import NullObserver, RotationKind
+from sidecar.core.follow import Follower
+from sidecar.core.sink import Batch
 from sidecar.errors import CheckpointError
-from sidecar.events import NullObserver, RotationKind
-from sidecar.follow import Follower
-from sidecar.sink import Batch
 
 
 class GatedSink:

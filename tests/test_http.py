@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.health import Health, OutageLimit
-from sidecar.http import MAX_HEAD_BYTES, start_http
-from sidecar.metrics import Metrics
+from sidecar.observe.health import Health, OutageLimit
+from sidecar.observe.http import MAX_HEAD_BYTES, start_http
+from sidecar.observe.metrics import Metrics
 
 PATTERN = "/var/log/*.log"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.identity import FP_BYTES, Fingerprint
+from sidecar.core.identity import FP_BYTES, Fingerprint
 
 
 def test_fingerprint_matches_the_same_content_grown() -> None:

@@ -16,7 +16,7 @@ import yaml
 from kubernetes_validate import validate
 
 from sidecar.errors import InjectError
-from sidecar.inject import (
+from sidecar.tools.inject import (
     LOG_VOLUME,
     SIDECAR_NAME,
     InjectOptions,

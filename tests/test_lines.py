@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.lines import frame, utf8_cut
+from sidecar.core.lines import frame, utf8_cut
 
 
 def _frame(data: bytes, max_line: int) -> tuple[list[bytes], bytes, int]:

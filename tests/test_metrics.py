@@ -1,4 +1,4 @@
-"""The Prometheus series of :class:`sidecar.metrics.Metrics`, read back from its own registry."""
+"""The Prometheus series of :class:`sidecar.observe.metrics.Metrics`, read back from its own registry."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 from prometheus_client import generate_latest
 
 import sidecar
-from sidecar.events import ROTATION_KINDS, Observer
-from sidecar.metrics import Metrics
+from sidecar.core.events import ROTATION_KINDS, Observer
+from sidecar.observe.metrics import Metrics
 
 PATTERN = "/var/log/app/*.log"
 

@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 from prometheus_client import generate_latest
 
-from sidecar.health import Health
-from sidecar.http import start_http
-from sidecar.metrics import Metrics
+from sidecar.observe.health import Health
+from sidecar.observe.http import start_http
+from sidecar.observe.metrics import Metrics
 from tests.conftest import PROMETHEUS_RULES, SidecarFactory
 from tests.forward_receiver import ForwardReceiver
 from tests.prom import PROMTOOL, Prometheus

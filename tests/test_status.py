@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from sidecar.checkpoint import STATE_FILE, CheckpointStore, Entry
-from sidecar.identity import Fingerprint
-from sidecar.status import status_command
+from sidecar.core.checkpoint import STATE_FILE, CheckpointStore, Entry
+from sidecar.core.identity import Fingerprint
+from sidecar.tools.status import status_command
 from tests.conftest import SidecarFactory
 
 

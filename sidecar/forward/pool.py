@@ -29,7 +29,7 @@ from sidecar.forward.protocol import new_chunk_id, pack_message
 
 
 class ForwardMetrics(Protocol):
-    """The agent-side methods of ``sidecar.metrics.Metrics`` the pool reports to (``receiver`` = host:port).
+    """The agent-side methods of ``sidecar.observe.metrics.Metrics`` the pool reports to (``receiver`` = host:port).
 
     ``chunk_failed`` counts attempts that failed on that receiver; ``chunk_retried`` counts resends of a
     chunk, against the receiver that takes the resend.

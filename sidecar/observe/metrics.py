@@ -1,6 +1,6 @@
 """Prometheus series for everything the sidecar does, in both modes under the same names.
 
-:class:`Metrics` is the :class:`~sidecar.events.Observer` the follow core reports to, plus the calls a
+:class:`Metrics` is the :class:`~sidecar.core.events.Observer` the follow core reports to, plus the calls a
 mode makes when lines are delivered and, in agent mode, when chunks travel to a receiver. Each instance
 owns its own :class:`~prometheus_client.CollectorRegistry`, so tests and embedders can run several
 without colliding in the library's global registry.
@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 import sidecar
-from sidecar.events import ROTATION_KINDS, RotationKind
+from sidecar.core.events import ROTATION_KINDS, RotationKind
 
 Clock = Callable[[], float]
 

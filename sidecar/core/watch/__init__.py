@@ -7,11 +7,11 @@ always runs: inotify can overflow, and does not see network or FUSE filesystems.
 
 from __future__ import annotations
 
-from sidecar.config import WatchBackend
+from sidecar.core.config import WatchBackend
+from sidecar.core.watch.base import Changes, Watcher
+from sidecar.core.watch.inotify import InotifyUnavailable, InotifyWatcher
+from sidecar.core.watch.poll import PollWatcher
 from sidecar.log import get_logger
-from sidecar.watch.base import Changes, Watcher
-from sidecar.watch.inotify import InotifyUnavailable, InotifyWatcher
-from sidecar.watch.poll import PollWatcher
 
 __all__ = ["Changes", "Watcher", "make_watcher"]
 

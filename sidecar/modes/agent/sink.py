@@ -1,4 +1,4 @@
-"""The agent mode's :class:`~sidecar.sink.Sink`: lines -> chunks -> a Forward receiver, committed on ack.
+"""The agent mode's :class:`~sidecar.core.sink.Sink`: lines -> chunks -> a Forward receiver, committed on ack.
 
 Each batch is split into lines once and encoded in bulk into the open chunk of its tag. A chunk is sealed
 when it reaches ``chunk_records`` or ``chunk_bytes``, or when it has been open ``flush_interval`` (a
@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sidecar.agent.multiline import Grouper, RuleFactory
-from sidecar.agent.records import Encoder, FileShape, RecordShape
+from sidecar.core.sink import Batch
 from sidecar.errors import ForwardError
 from sidecar.log import get_logger
-from sidecar.sink import Batch
+from sidecar.modes.agent.multiline import Grouper, RuleFactory
+from sidecar.modes.agent.records import Encoder, FileShape, RecordShape
 
 log = get_logger("agent")
 
@@ -51,7 +51,7 @@ class ChunkSender(Protocol):
 
 
 class AgentObserver(Protocol):
-    """The metrics calls agent mode makes (``sidecar.metrics.Metrics``)."""
+    """The metrics calls agent mode makes (``sidecar.observe.metrics.Metrics``)."""
 
     def delivered(self, pattern: str, lines: int, nbytes: int) -> None: ...
 

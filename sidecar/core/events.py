@@ -1,6 +1,6 @@
 """What the follow core reports about its work, without knowing who listens.
 
-The core calls an :class:`Observer`; ``sidecar.metrics`` turns the calls into Prometheus series. Keeping
+The core calls an :class:`Observer`; ``sidecar.observe.metrics`` turns the calls into Prometheus series. Keeping
 this a protocol is what lets the core stay free of Prometheus, and lets tests count events directly.
 ``pattern`` is always the configured glob that found the file, never the file's own name, so that
 rotated names cannot explode label cardinality.

@@ -17,18 +17,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sidecar.checkpoint import CheckpointStore, Entry
-from sidecar.config import FollowConfig
+from sidecar.core.checkpoint import CheckpointStore, Entry
+from sidecar.core.config import FollowConfig
+from sidecar.core.events import Observer, RotationKind
+from sidecar.core.identity import FileKey, Fingerprint, read_head, read_head_of
+from sidecar.core.ledger import Ledger
+from sidecar.core.lines import Piece, frame
+from sidecar.core.paths import Found, PathsProvider
+from sidecar.core.siblings import siblings
+from sidecar.core.sink import Batch, Sink, Source
+from sidecar.core.watch import Changes, Watcher, make_watcher
 from sidecar.errors import CheckpointError
-from sidecar.events import Observer, RotationKind
-from sidecar.identity import FileKey, Fingerprint, read_head, read_head_of
-from sidecar.ledger import Ledger
-from sidecar.lines import Piece, frame
 from sidecar.log import get_logger
-from sidecar.paths import Found, PathsProvider
-from sidecar.siblings import siblings
-from sidecar.sink import Batch, Sink, Source
-from sidecar.watch import Changes, Watcher, make_watcher
 
 log = get_logger(__name__)
 

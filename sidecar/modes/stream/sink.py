@@ -18,8 +18,8 @@ import os
 import stat
 from typing import Literal, Protocol
 
+from sidecar.core.sink import Batch
 from sidecar.errors import SidecarError
-from sidecar.sink import Batch
 
 Format = Literal["raw", "json"]
 

@@ -1,7 +1,7 @@
 """``sidecar agent``: follow log files and ship every line to Fluentd/Fluent Bit over the Forward protocol.
 
 This module only turns options into objects: a :class:`~sidecar.forward.pool.ForwardPool` for the
-receivers, and a :class:`~sidecar.agent.sink.ForwardSink` that the shared runtime
+receivers, and a :class:`~sidecar.modes.agent.sink.ForwardSink` that the shared runtime
 (:func:`sidecar.runtime.run_mode`) feeds from the follow core. Every option is checked before anything
 starts, so a typo is one line on stderr and exit code 2, not a sidecar that runs and ships nothing.
 """
@@ -17,15 +17,15 @@ from typing import Any
 
 import click
 
-from sidecar.agent.multiline import PRESETS, make_rule_factory
-from sidecar.agent.parsers import PARSER_NAMES, make_parser, make_time_reader
-from sidecar.agent.records import DEFAULT_TAG, Encoder, RecordShape, TagTemplate, parse_fields, pod_identity
-from sidecar.agent.sink import ForwardSink, SinkOptions
 from sidecar.errors import ConfigError, ForwardError
 from sidecar.forward.client import DEFAULT_PORT, ForwardOptions, Receiver, TlsOptions
 from sidecar.forward.pool import ForwardPool
-from sidecar.health import OutageLimit
 from sidecar.log import get_logger
+from sidecar.modes.agent.multiline import PRESETS, make_rule_factory
+from sidecar.modes.agent.parsers import PARSER_NAMES, make_parser, make_time_reader
+from sidecar.modes.agent.records import DEFAULT_TAG, Encoder, RecordShape, TagTemplate, parse_fields, pod_identity
+from sidecar.modes.agent.sink import ForwardSink, SinkOptions
+from sidecar.observe.health import OutageLimit
 from sidecar.options import (
     BYTE_SIZE,
     DURATION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sidecar.watch.base import Changes
+from sidecar.core.watch.base import Changes
 
 
 class PollWatcher:

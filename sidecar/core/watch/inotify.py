@@ -13,8 +13,8 @@ import errno
 import os
 import struct
 
+from sidecar.core.watch.base import Changes
 from sidecar.errors import SidecarError
-from sidecar.watch.base import Changes
 
 IN_MODIFY = 0x002
 IN_ATTRIB = 0x004

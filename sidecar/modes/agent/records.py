@@ -19,9 +19,9 @@ from typing import Protocol
 
 import msgpack
 
-from sidecar.agent.parsers import Parser, TimeReader
 from sidecar.errors import ConfigError
 from sidecar.forward.protocol import pack_event_time, pack_line_entries
+from sidecar.modes.agent.parsers import Parser, TimeReader
 
 #: Downward API environment variables -> record keys (and tag placeholders).
 POD_ENV = {"POD_NAME": "pod", "POD_NAMESPACE": "namespace", "NODE_NAME": "node", "CONTAINER_NAME": "container"}

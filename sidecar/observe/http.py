@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from sidecar.health import Health
+from sidecar.observe.health import Health
 
 MAX_HEAD_BYTES = 8 * 1024
 DEFAULT_READ_TIMEOUT = 5.0

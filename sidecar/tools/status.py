@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from sidecar.checkpoint import CheckpointStore, Entry
+from sidecar.core.checkpoint import CheckpointStore, Entry
+from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.errors import CheckpointError, SidecarError
-from sidecar.identity import FileKey, Fingerprint, read_head
 from sidecar.options import option
 
 COLUMNS = ("PATH", "DEV:INODE", "OFFSET", "SIZE", "LAG", "UPDATED")

@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
+from sidecar.modes.stream.sink import StreamSink
 from sidecar.options import follow_config, follow_options, option, runtime_options
 from sidecar.runtime import ModeContext, run_mode, runtime_options_from
-from sidecar.stream import StreamSink
 
 
 @click.command("stream")

@@ -1,8 +1,0 @@
-"""Agent mode: ship followed lines to Fluentd/Fluent Bit over the Forward protocol, at least once.
-
-- :mod:`sidecar.agent.records` — tag templates, per-file record fields, encoding records in bulk.
-- :mod:`sidecar.agent.parsers` — ``--parser json|regex|logfmt`` and ``--time-key``.
-- :mod:`sidecar.agent.multiline` — stack-trace grouping (presets and ``--multiline-start``).
-- :mod:`sidecar.agent.sink` — the Sink: chunks, the in-flight window, commit on ack, drain.
-- :mod:`sidecar.agent.cli` — the ``sidecar agent`` command.
-"""
