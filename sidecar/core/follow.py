@@ -25,7 +25,7 @@ from sidecar.core.ledger import Ledger
 from sidecar.core.lines import Piece, frame
 from sidecar.core.paths import Found, PathsProvider
 from sidecar.core.siblings import siblings
-from sidecar.core.sink import Batch, Sink, Source
+from sidecar.core.sink import Batch, FileRef, Sink, Source
 from sidecar.core.watch import Changes, Watcher, make_watcher
 from sidecar.errors import CheckpointError
 from sidecar.log import get_logger
@@ -64,10 +64,11 @@ class Tail:
     seen_at_path: float = field(default_factory=time.time)
     behind_since: float | None = None
     size: int = 0
+    generation: int = 0
 
     @property
     def source(self) -> Source:
-        return Source(self.path, self.pattern)
+        return Source(self.path, self.pattern, FileRef(self.key.dev, self.key.ino, self.generation))
 
     def entry(self, now: float) -> Entry:
         return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, self.ledger.committed,
@@ -302,6 +303,7 @@ class Follower:
             log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
         self.observer.rotated(tail.pattern, kind)
         tail.pos = 0
+        tail.generation += 1
         tail.pending = b""
         tail.fp = Fingerprint.of(head)
         tail.ledger = Ledger(0)

@@ -14,11 +14,26 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class FileRef:
+    """Which file generation a batch came from: the file's identity, never its name.
+
+    ``generation`` counts the times the same inode was truncated and rewritten. Sinks key per-file state
+    (multiline groups, ordering) by this, so a renamed file and its successor under the same name are
+    never mixed up.
+    """
+
+    dev: int
+    ino: int
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
-    """Where a batch came from: the file's path when it was found, and the glob that found it."""
+    """Where a batch came from: its file generation, the file's path when it was found, and the glob that found it."""
 
     path: str
     pattern: str
+    file: FileRef = FileRef(0, 0)
 
 
 class Batch:
