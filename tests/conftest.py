@@ -70,6 +70,8 @@ class SidecarProcess:
     ``output()`` is the stdout of all runs so far, concatenated; ``stderr()`` likewise. With
     ``stdout_to="pipe"`` a thread copies the pipe into a file as fast as it can, so the sidecar
     writes into a real pipe, as in a container; with ``"file"`` stdout is the file itself.
+    Setting :attr:`stdout_rate` (bytes per second) makes that thread a slow reader instead, so the
+    sidecar's writes block mid-batch, as behind a throttled ``kubectl logs`` or a stalled node agent.
     """
 
     def __init__(self, workdir: Path, args: Sequence[str], mode: str = "stream", stdout_to: StdoutTo = "pipe"):
@@ -78,6 +80,7 @@ class SidecarProcess:
         self.mode = mode
         self.stdout_to = stdout_to
         self.runs: list[_Run] = []
+        self.stdout_rate: float | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -110,7 +113,7 @@ class SidecarProcess:
             else:
                 proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=err, env=env)
                 run = _Run(proc, stdout_path, stderr_path)
-                run.reader = threading.Thread(target=_copy_pipe, args=(proc, stdout_path), daemon=True)
+                run.reader = threading.Thread(target=_copy_pipe, args=(self, proc, stdout_path), daemon=True)
                 run.reader.start()
         self.runs.append(run)
         if ready:
@@ -240,6 +243,26 @@ class SidecarProcess:
             time.sleep(0.02)
         return err
 
+    def settle(self, expected: Mapping[str, Iterable[int]], quiet: float = 1.5, timeout: float = 15.0) -> bytes:
+        """Wait until every expected line is out, or the output has not grown for ``quiet`` seconds.
+
+        For tests that count what was lost: they must not wait the whole ``timeout`` for lines that will
+        never come, nor judge before the sidecar is done. ``quiet`` should exceed the poll interval, the
+        slowest way a file can still be found.
+        """
+        wanted = {stream: list(seqs) for stream, seqs in expected.items()}
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while True:
+            output = self.output()
+            if delivered(output, wanted):
+                return output
+            if len(output) != last:
+                last, since = len(output), time.monotonic()
+            elif time.monotonic() - since >= quiet or time.monotonic() > deadline or not self.running:
+                return output
+            time.sleep(0.05)
+
     def wait_quiet(self, quiet: float = 0.5, timeout: float = 10.0) -> bytes:
         """Wait until the output has not grown for ``quiet`` seconds; for asserting nothing more comes."""
         deadline = time.monotonic() + timeout
@@ -261,13 +284,26 @@ class SidecarProcess:
             self.wait()
 
 
-def _copy_pipe(proc: subprocess.Popen[bytes], path: Path) -> None:
-    """Drain the child's stdout pipe into ``path`` until EOF, flushing each chunk for pollers."""
+_PACED_READ = 16384
+"""What a slow reader (``stdout_rate``) takes per read."""
+
+
+def _copy_pipe(process: SidecarProcess, proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Drain the child's stdout pipe into ``path`` until EOF, flushing each chunk for pollers.
+
+    At ``process.stdout_rate`` bytes per second when that is set, as fast as possible otherwise.
+    """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     with path.open("wb", buffering=0) as out:
-        while chunk := os.read(fd, 1 << 20):
+        while True:
+            rate = process.stdout_rate
+            chunk = os.read(fd, 1 << 20 if rate is None else _PACED_READ)
+            if not chunk:
+                break
             out.write(chunk)
+            if rate is not None:
+                time.sleep(len(chunk) / rate)
     proc.stdout.close()
 
 

@@ -1,0 +1,99 @@
+"""Following a path that is a symlink, kubelet style: ``/var/log/containers/<pod>_<ns>_<ctr>-<id>.log``.
+
+The kubelet points the link at the current container's log, ``/var/log/pods/<ns>_<pod>_<uid>/<ctr>/<n>.log``,
+and repoints it when the container restarts; a crash-looping container repoints it every few
+milliseconds, each new container writing thousands of lines at once. The runtime rotates the target by
+renaming it beside itself (``0.log`` -> ``0.log.<timestamp>``). Every target and every generation must
+be read to its end, by identity: a target the link pointed at only between two of our looks included.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.checker import check
+from tests.conftest import SidecarFactory
+from tests.writer import LogWriter
+
+
+class Kubelet:
+    """A container log directory with its ``/var/log/containers`` link, repointed per restart."""
+
+    def __init__(self, root: Path) -> None:
+        self.pods = root / "pods" / "ns_app_0a1b2c" / "app"
+        self.containers = root / "containers"
+        self.pods.mkdir(parents=True)
+        self.containers.mkdir()
+        self.link = self.containers / "app_ns_app-0a1b2c.log"
+        self.restarts = 0
+
+    def start_container(self) -> LogWriter:
+        """The next container's log file, created empty, and the link moved to it atomically."""
+        target = self.pods / f"{self.restarts}.log"
+        writer = LogWriter(target, f"c{self.restarts}")
+        writer.reopen()  # creates the file, as the runtime does before the container starts
+        swap = self.containers / f".{self.link.name}.tmp"
+        swap.symlink_to(target)
+        os.replace(swap, self.link)
+        self.restarts += 1
+        return writer
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_symlink_repointed_every_few_milliseconds_reads_every_target(
+    round_: int, tmp_path: Path, sidecar: SidecarFactory
+) -> None:
+    """Five restarts ~12 ms apart, 6,000 lines into each target while the link points at it."""
+    kubelet = Kubelet(tmp_path)
+    first = kubelet.start_container()
+    first.write(100)
+    sc = sidecar(f"{kubelet.containers}/*.log", "--poll-interval", "1s")
+    sc.wait_for_lines(100)
+    writers = [first]
+    for _ in range(5):
+        writer = kubelet.start_container()
+        writers.append(writer)
+        for _ in range(3):
+            writer.write(2000)
+            time.sleep(0.004)
+    for writer in writers:
+        writer.close()
+    expected = {w.stream: w.written for w in writers}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected)
+    assert report.ok, f"{report.summary()} (of {sum(map(len, expected.values()))} written into 6 targets)"
+
+
+def test_configured_symlink_gets_the_generation_search_when_its_target_is_renamed(
+    tmp_path: Path, sidecar: SidecarFactory
+) -> None:
+    """The runtime renames ``0.log`` twice while the sidecar is stopped, and has not created the next one
+    when the sidecar looks again (the link dangles). The middle generation was never seen under any name:
+    only the generation search beside the target finds it, as it does for a configured path that is a file.
+    """
+    kubelet = Kubelet(tmp_path)
+    writer = kubelet.start_container()
+    writer.write(200)
+    sc = sidecar(kubelet.link, "--poll-interval", "0.3s")
+    sc.wait_for_lines(200)
+    sc.pause()
+    writer.write(100)
+    os.rename(writer.path, writer.path.with_name("0.log.20261201-101500"))
+    writer.reopen()
+    writer.write(300)  # the generation no look ever saw at 0.log
+    os.rename(writer.path, writer.path.with_name("0.log.20261201-101501"))
+    writer.close()
+    sc.resume()
+    sc.wait_stderr("event=file_rotated")
+    time.sleep(0.6)  # two polls: the sidecar has looked at the dangling link since
+    writer.write(50)  # the runtime's next 0.log
+    expected = {writer.stream: writer.written}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected)
+    assert report.ok, report.summary()
