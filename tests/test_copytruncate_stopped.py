@@ -1,0 +1,47 @@
+"""logrotate ``copytruncate`` several times while the sidecar is stopped (SIGSTOP, as CPU throttling does).
+
+When the sidecar looks again, the file may be empty or short, its content since our last look having
+moved into copies beside it (``app.log.1`` .. ``app.log.N``, shifted by each run). None of those bytes
+is lost: they are in the copies. The copy of what we were reading is the one whose head begins with
+every byte we knew of the file; the other copies hold content we never saw, born since our last look,
+and are read whole, oldest first. This must hold however little we knew: nothing at all (the file was
+empty when last read), or a few hundred lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.checker import check
+from tests.conftest import SidecarFactory
+from tests.test_logrotate import logrotate
+from tests.writer import LogWriter
+
+
+@pytest.mark.parametrize("read_first", [0, 400], ids=["empty-when-last-read", "after-reading-400-lines"])
+def test_copytruncate_runs_while_stopped_lose_nothing(
+    read_first: int, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Five logrotate runs while stopped, 3,000 lines into the file before each."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.reopen()
+    writer.write(read_first)
+    sc = sidecar(app)
+    if read_first:
+        sc.wait_for_lines(read_first)
+    inode = app.stat().st_ino
+    sc.wait_for(lambda _: any(ino == inode for _, ino in sc.open_files()), "app.log open")
+    sc.pause()
+    for _ in range(5):
+        writer.write(3000)
+        logrotate(tmp_path, app, "    copytruncate")
+    writer.write(100)
+    sc.resume()
+    expected = {"app": writer.written}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected)
+    assert report.ok, f"{report.summary()} (of {len(writer.written)} written, 5 copies)"
