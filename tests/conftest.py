@@ -16,30 +16,38 @@ Fixtures:
   is still running at teardown (printing its stderr, which pytest shows on failure).
 
 Helpers: :func:`read_state` and :func:`wait_for_checkpoint` read ``sidecar-state.json`` (to know the
-sidecar confirmed a file up to an offset); :func:`with_defaults` and :data:`FAST_DEFAULTS` build argv
+sidecar confirmed a file up to an offset); :func:`state_entry` is one file's entry, which must exist
+(so that "nothing committed" cannot pass for want of a state file); :func:`unconfirmed_lines` are the
+lines a restart may repeat; :func:`scrape` reads a running sidecar's ``/metrics`` and
+:func:`peak_rss_kib` its peak memory; :func:`with_defaults` and :data:`FAST_DEFAULTS` build argv
 for a :class:`SidecarProcess` made by hand (as the Hypothesis model does, outside pytest fixtures).
 Numbered lines to write and check come from ``tests.writer`` and ``tests.checker``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.checker import delivered
+from tests.checker import delivered, scan
 
-StdoutTo = Literal["pipe", "file"]
+StdoutTo = Literal["pipe", "file", "held"]
 
 # Fast timings for tests; a test that is about one of them passes its own value, which wins.
 FAST_DEFAULTS: dict[str, str] = {
@@ -72,6 +80,8 @@ class SidecarProcess:
     writes into a real pipe, as in a container; with ``"file"`` stdout is the file itself.
     Setting :attr:`stdout_rate` (bytes per second) makes that thread a slow reader instead, so the
     sidecar's writes block mid-batch, as behind a throttled ``kubectl logs`` or a stalled node agent.
+    With ``"held"`` stdout is a pipe nobody reads until :meth:`release_stdout` (a reader that stopped):
+    the sidecar fills it and must then wait; :meth:`stdout_pending` is what the pipe holds.
     """
 
     def __init__(self, workdir: Path, args: Sequence[str], mode: str = "stream", stdout_to: StdoutTo = "pipe"):
@@ -110,6 +120,9 @@ class SidecarProcess:
                 with stdout_path.open("wb") as out:
                     proc = subprocess.Popen(self.command, stdout=out, stderr=err, env=env)
                 run = _Run(proc, stdout_path, stderr_path)
+            elif self.stdout_to == "held":
+                proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=err, env=env)
+                run = _Run(proc, stdout_path, stderr_path)
             else:
                 proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=err, env=env)
                 run = _Run(proc, stdout_path, stderr_path)
@@ -134,6 +147,22 @@ class SidecarProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"sidecar not started after {timeout}s\n{self.stderr()}")
             time.sleep(0.01)
+
+    def release_stdout(self) -> None:
+        """Start reading the current run's held stdout pipe (see ``"held"``)."""
+        run = self.runs[-1]
+        if run.reader is None:
+            run.reader = threading.Thread(target=_copy_pipe, args=(self, run.proc, run.stdout_path), daemon=True)
+            run.reader.start()
+
+    def stdout_pending(self) -> int:
+        """Bytes the current run wrote into its held stdout pipe that nobody read yet (``FIONREAD``)."""
+        run = self.runs[-1]
+        assert run.reader is None, "only for a held stdout not yet released"
+        assert run.proc.stdout is not None
+        buf = fcntl.ioctl(run.proc.stdout.fileno(), termios.FIONREAD, struct.pack("i", 0))
+        pending: int = struct.unpack("i", buf)[0]
+        return pending
 
     def send(self, sig: int) -> None:
         """Send ``sig`` to the current run."""
@@ -244,24 +273,8 @@ class SidecarProcess:
         return err
 
     def settle(self, expected: Mapping[str, Iterable[int]], quiet: float = 1.5, timeout: float = 15.0) -> bytes:
-        """Wait until every expected line is out, or the output has not grown for ``quiet`` seconds.
-
-        For tests that count what was lost: they must not wait the whole ``timeout`` for lines that will
-        never come, nor judge before the sidecar is done. ``quiet`` should exceed the poll interval, the
-        slowest way a file can still be found.
-        """
-        wanted = {stream: list(seqs) for stream, seqs in expected.items()}
-        deadline = time.monotonic() + timeout
-        last, since = -1, time.monotonic()
-        while True:
-            output = self.output()
-            if delivered(output, wanted):
-                return output
-            if len(output) != last:
-                last, since = len(output), time.monotonic()
-            elif time.monotonic() - since >= quiet or time.monotonic() > deadline or not self.running:
-                return output
-            time.sleep(0.05)
+        """:func:`settle` on this sidecar's output."""
+        return settle(self.output, expected, quiet, timeout, alive=lambda: self.running)
 
     def wait_quiet(self, quiet: float = 0.5, timeout: float = 10.0) -> bytes:
         """Wait until the output has not grown for ``quiet`` seconds; for asserting nothing more comes."""
@@ -282,6 +295,33 @@ class SidecarProcess:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.wait()
+
+
+def settle(
+    read: Callable[[], bytes],
+    expected: Mapping[str, Iterable[int]],
+    quiet: float = 1.5,
+    timeout: float = 15.0,
+    alive: Callable[[], bool] = lambda: True,
+) -> bytes:
+    """Wait until every expected line is in ``read()``, or it has not grown for ``quiet`` seconds.
+
+    For tests that count what was lost: they must not wait the whole ``timeout`` for lines that will
+    never come, nor judge before the sidecar is done. ``quiet`` should exceed the poll interval, the
+    slowest way a file can still be found. Returns early when ``alive()`` turns false.
+    """
+    wanted = {stream: list(seqs) for stream, seqs in expected.items()}
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while True:
+        output = read()
+        if delivered(output, wanted):
+            return output
+        if len(output) != last:
+            last, since = len(output), time.monotonic()
+        elif time.monotonic() - since >= quiet or time.monotonic() > deadline or not alive():
+            return output
+        time.sleep(0.05)
 
 
 _PACED_READ = 16384
@@ -395,6 +435,61 @@ def wait_for_checkpoint(checkpoint_dir: Path, path: Path, offset: int, timeout: 
         if time.monotonic() > deadline:
             raise AssertionError(f"state file never held {path} (ino {ino}) at offset >= {offset}: {entries}")
         time.sleep(0.02)
+
+
+def state_entry(checkpoint_dir: Path, path: Path) -> dict[str, object]:
+    """The state file's entry for the file now at ``path`` (by device and inode); fails if there is none.
+
+    Asserting on an offset through this, rather than over all entries, keeps "nothing was committed"
+    from passing merely because no state file was written.
+    """
+    st = path.stat()
+    entries = read_state(checkpoint_dir)
+    found = [e for e in entries if e["dev"] == st.st_dev and e["ino"] == st.st_ino]
+    assert found, f"no state entry for {path} (ino {st.st_ino}): {entries}"
+    return found[0]
+
+
+def unconfirmed_lines(checkpoint_dir: Path, paths: Iterable[Path], stream: str) -> set[int]:
+    """Numbered lines of ``stream`` in ``paths`` at or past their file's offset in the state file.
+
+    After a SIGKILL these are the only lines a restart may deliver again: everything before an offset
+    was confirmed (written to stdout, or acknowledged) before it entered the state file.
+    """
+    offsets = {(e["dev"], e["ino"]): e["offset"] for e in read_state(checkpoint_dir)}
+    found: set[int] = set()
+    for path in paths:
+        st = path.stat()
+        offset = offsets.get((st.st_dev, st.st_ino), 0)
+        assert isinstance(offset, int)
+        found.update(seq for _, seq in scan(path.read_bytes()[offset:], [stream]).counts)
+    return found
+
+
+Labels = frozenset[tuple[str, str]]
+
+
+def scrape(port: int) -> dict[tuple[str, Labels], float]:
+    """Every sample on a running sidecar's ``/metrics``, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(samples: Mapping[tuple[str, Labels], float], name: str, **labels: str) -> float:
+    """The sum of ``name`` over the samples carrying at least ``labels`` (0 when there are none)."""
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """Peak resident memory of a running process (``VmHWM``), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
 
 
 # --- A real Prometheus, shared by every test that needs one (observability) -------------------------
