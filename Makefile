@@ -39,7 +39,12 @@ unit: $(STAMP) system-deps
 
 test: system-deps lint unit
 
-bench: $(STAMP)
+# The bench draws its picture with matplotlib, a bench-only extra.
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) -m bench.run
 
 clean:

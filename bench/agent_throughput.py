@@ -1,40 +1,33 @@
-"""``sidecar agent`` shipping a backlog to a local Forward receiver with acks on.
+"""``sidecar agent`` shipping a backlog over Forward with acks: lines/s, CPU per million lines, peak RSS.
 
-Lines per second and CPU seconds per million lines, next to the field notes' Fluent Bit v4.2.8
-figures (``in_tail`` -> ``out_forward`` -> Fluent Bit ``in_forward``). The receiver is
-``bench/forward_sink.py``, a Python process that only counts and acks; its own CPU is printed too, so
-a run where the receiver is the ceiling shows as such (the real Fluent Bit receiver capped the
-reference pipeline near 450k lines/s).
+Without Fluent Bit the receiver is ``bench/forward_sink.py``, a Python process that only counts and acks
+(its own CPU is printed, so a run where it is the ceiling shows as such), and our figures stand alone:
+a ratio to Fluent Bit comes only from a run in which both ship the same backlog to the same real
+receiver. With ``FLUENT_BIT`` naming a Fluent Bit binary, that run happens: a Fluent Bit ``in_forward``
+receives from ``sidecar agent`` and from Fluent Bit's own ``in_tail`` -> ``out_forward`` with acks, in
+turn, each into a fresh receiver (see :mod:`bench.fluent_bit`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import forward_sink
-from bench.followers import BenchError, LineReader, log_tail, sidecar, sidecar_missing, start, stop
+from bench import fluent_bit, forward_sink
+from bench.followers import BenchError, LineReader, log_tail, sidecar, sidecar_missing, stop
 from bench.procfs import cpu_seconds, memory_kib
-from bench.report import Figure, median, note, ratio, show
+from bench.report import Figure, Outcome, median, note, ratio, show
 from bench.workload import REPO, exit_on_sigterm, fresh_dir, scratch_dir, write_backlog
 
 NAME = "agent_throughput"
+SIDECAR = "sidecar agent"
+FLUENT_BIT = "Fluent Bit in_tail -> out_forward, acks"
 _TIMEOUT = 600.0
-
-REFERENCE_LINES_PER_S = 456_000.0
-REFERENCE_ACK_LINES_PER_S = (393_000.0, 456_000.0)
-REFERENCE_ACK_CPU_PER_MILLION = (7.4 / 4, 8.3 / 4)
-REFERENCE = [
-    ["in_tail -> out_null, default buffers", "~454k", "~0.95", "~96"],
-    ["in_tail -> out_forward, 1M buffers", "~456k", "~1.08", "~257"],
-    ["same, require_ack_response, default buffers", "~456k", "~2.08", "~117"],
-    ["same, require_ack_response, 1M buffers", "~393k", "~1.85", "~382"],
-]
-"""Field notes: Fluent Bit v4.2.8, 4,000,000 lines (412 MB) from the head, flush 1 s, median of 3."""
 
 
 class _Said:
@@ -56,21 +49,19 @@ class _Said:
 
 @dataclass(frozen=True, slots=True)
 class Shipment:
+    """One sender shipping the backlog: timed from the first record at the receiver to the last."""
+
     lines: int
-    wall: float
-    startup: float
     steady: float
     cpu: float
     cpu_startup: float
     peak_rss_kib: int
-    receiver_cpu: float
-    received: int
-    acks: int
-    messages: int
+    receiver_cpu: float = 0.0
+    resent: int = 0
+    all_acked: bool = True
 
     @property
     def lines_per_s(self) -> float:
-        """From the first record at the receiver to the last, so interpreter start-up is not counted."""
         return self.lines / max(self.steady, 1e-9)
 
     @property
@@ -78,8 +69,14 @@ class Shipment:
         return (self.cpu - self.cpu_startup) / (self.lines / 1e6)
 
 
-def ship(backlog: Path, lines: int, work: Path, extra: Sequence[str]) -> Shipment:
-    """One run: receiver up, agent started, timed until the receiver counted every line."""
+def _agent_argv(backlog: Path, work: Path, extra: Sequence[str], port: int | str) -> tuple[str, ...]:
+    args = [str(backlog), "--checkpoint-dir", str(fresh_dir(work, "checkpoints-")), "--metrics-port", "0"]
+    args += ["--fluentd-host", "127.0.0.1", "--fluentd-port", str(port), *extra]
+    return sidecar("agent", args).argv
+
+
+def ship_to_sink(backlog: Path, lines: int, work: Path, extra: Sequence[str]) -> Shipment:
+    """``sidecar agent`` into ``forward_sink``, timed until the receiver counted every line."""
     deadline = time.monotonic() + _TIMEOUT
     receiver_log = work / "receiver.stderr"
     with receiver_log.open("ab") as err:
@@ -87,16 +84,14 @@ def ship(backlog: Path, lines: int, work: Path, extra: Sequence[str]) -> Shipmen
     try:
         said = _Said(receiver, receiver_log)
         port = said.expect("PORT", deadline)[0]
-        args = [str(backlog), "--checkpoint-dir", str(fresh_dir(work, "checkpoints-")), "--metrics-port", "0"]
-        args += ["--fluentd-host", "127.0.0.1", "--fluentd-port", port, *extra]
         log = work / "agent.stderr"
-        begin = time.monotonic()
-        agent = start(sidecar("agent", args), log, stdout=subprocess.DEVNULL)
+        with log.open("ab") as err:
+            argv = _agent_argv(backlog, work, extra, port)
+            agent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
         try:
             first_ns = int(said.expect("FIRST", deadline)[0])
             cpu_first = cpu_seconds(agent.pid)
             done_ns = int(said.expect("DONE", deadline)[1])
-            done = time.monotonic()
             cpu_done = cpu_seconds(agent.pid)
             peak = memory_kib(agent.pid)[1]
         except BenchError as error:
@@ -108,96 +103,94 @@ def ship(backlog: Path, lines: int, work: Path, extra: Sequence[str]) -> Shipmen
         received, messages, acks = map(int, said.expect("TOTAL", deadline))
     finally:
         stop(receiver)
-    return Shipment(
-        lines,
-        done - begin,
-        first_ns / 1e9 - begin,
-        (done_ns - first_ns) / 1e9,
-        cpu_done,
-        cpu_first,
-        peak,
-        receiver_cpu,
-        received,
-        acks,
-        messages,
-    )
+    return Shipment(lines, (done_ns - first_ns) / 1e9, cpu_done, cpu_first, peak, receiver_cpu, received - lines,
+                    acks == messages)
 
 
-def run(quick: bool, runs: int | None = None, extra: Sequence[str] = ()) -> list[Figure]:
+def ship_to_fluent_bit(binary: str, argv: Callable[[int], Sequence[str]], lines: int, work: Path) -> Shipment:
+    """A sender (``argv`` given the port) into a fresh Fluent Bit receiver, timed by the receiver's counter."""
+    deadline = time.monotonic() + _TIMEOUT
+    receiver = fluent_bit.Receiver(binary, work)
+    try:
+        log = work / "sender.stderr"
+        with log.open("ab") as err:
+            sender = subprocess.Popen(argv(receiver.port), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        try:
+            first_ns = receiver.wait_total(1, deadline)
+            cpu_first = cpu_seconds(sender.pid)
+            done_ns = receiver.wait_total(lines, deadline)
+            cpu_done = cpu_seconds(sender.pid)
+            peak = memory_kib(sender.pid)[1]
+        except BenchError as error:
+            raise BenchError(f"{error}; sender: {log_tail(log)}") from None
+        finally:
+            stop(sender)
+        receiver_cpu = cpu_seconds(receiver.proc.pid)
+    finally:
+        stop(receiver.proc)
+    return Shipment(lines, (done_ns - first_ns) / 1e9, cpu_done, cpu_first, peak, receiver_cpu, receiver.total - lines)
+
+
+def run(quick: bool, runs: int | None = None, extra: Sequence[str] = ()) -> Outcome:
     lines = 200_000 if quick else 4_000_000
     runs = runs or (1 if quick else 3)
-    show(
-        "reference (field notes): Fluent Bit v4.2.8, 4M lines; forward runs were bound by the receiving "
-        "Fluent Bit in_forward near 450k lines/s",
-        ["pipeline", "lines/s", "CPU s/M", "MiB"],
-        REFERENCE,
-    )
     missing = sidecar_missing("agent")
     if missing:
         note(f"{NAME}: {missing}")
-        return [Figure(NAME, "sidecar agent", "not run", missing)]
+        return Outcome([Figure(NAME, SIDECAR, "not run", missing)])
+    binary = fluent_bit.binary()
+    results: dict[str, list[Shipment]] = {}
     with scratch_dir("agent") as work:
         backlog = work / "app.log"
         nbytes = write_backlog(backlog, lines)
-        shipments = []
         for index in range(runs):
-            note(f"{NAME}: run {index + 1}/{runs}, {lines:,} lines")
-            shipments.append(ship(backlog, lines, work, extra))
-    rows = [
-        [
-            f"{index + 1}",
-            f"{s.lines_per_s:,.0f}",
-            f"{s.wall:.2f}",
-            f"{s.startup:.2f}",
-            f"{s.cpu:.2f}",
-            f"{s.cpu_per_million:.2f}",
-            f"{s.peak_rss_kib / 1024:.0f}",
-            f"{s.receiver_cpu:.2f}",
-            f"{s.messages:,}",
-            f"{s.acks:,}",
-            f"{s.received - s.lines:,}",
-        ]
-        for index, s in enumerate(shipments)
-    ]
+            into = " (each sender into Fluent Bit)" if binary else ""
+            note(f"{NAME}: run {index + 1}/{runs}, {lines:,} lines{into}")
+            if binary is None:
+                results.setdefault(SIDECAR, []).append(ship_to_sink(backlog, lines, work, extra))
+                continue
+            senders: dict[str, Callable[[int], Sequence[str]]] = {
+                SIDECAR: functools.partial(_agent_argv, backlog, work, extra),
+                FLUENT_BIT: functools.partial(fluent_bit.sender_argv, binary, backlog, work),
+            }
+            for name, argv in senders.items():
+                results.setdefault(name, []).append(ship_to_fluent_bit(binary, argv, lines, work))
+    receiver = "a Fluent Bit in_forward receiver" if binary else "forward_sink.py (a Python count-and-ack receiver)"
+    medians = {name: _medians(shipments) for name, shipments in results.items()}
     show(
-        f"{NAME}: {lines:,} lines ({nbytes / 1e6:,.0f} MB) to a local ack-ing receiver (forward_sink.py)",
+        f"{NAME}: {lines:,} lines ({nbytes / 1e6:,.0f} MB) with acks into {receiver}, median of {runs}",
+        ["sender", "lines/s", "CPU s per M lines", "peak RSS MiB", "receiver CPU s", "resent", "all acked"],
         [
-            "run",
-            "lines/s",
-            "wall s",
-            "startup s",
-            "CPU s",
-            "CPU s/M",
-            "peak MiB",
-            "recv CPU s",
-            "msgs",
-            "acks",
-            "extra",
+            [name, f"{m['lines_per_s']:,.0f}", f"{m['cpu_per_million']:.2f}", f"{m['peak_mib']:.0f}",
+             f"{m['receiver_cpu']:.2f}", f"{m['resent']:,.0f}", f"{all(s.all_acked for s in results[name])}"]
+            for name, m in medians.items()
         ],
-        rows,
     )
-    rate = median([s.lines_per_s for s in shipments])
-    per_million = median([s.cpu_per_million for s in shipments])
-    peak = median([s.peak_rss_kib / 1024 for s in shipments])
-    acked = all(s.acks == s.messages for s in shipments)
-    low, high = REFERENCE_ACK_LINES_PER_S
-    cpu_low, cpu_high = REFERENCE_ACK_CPU_PER_MILLION
-    return [
-        Figure(
-            NAME,
-            "lines/s" + ("" if acked else " (NOT all chunks asked for acks)"),
-            f"{rate:,.0f}",
-            f"{ratio(rate, high)}-{ratio(rate, low)} Fluent Bit with acks",
-        ),
-        Figure(
-            NAME,
-            "CPU s per million lines",
-            f"{per_million:.2f}",
-            f"{ratio(per_million, cpu_high)}-{ratio(per_million, cpu_low)} Fluent Bit with acks",
-        ),
-        Figure(NAME, "peak RSS MiB (sender)", f"{peak:.0f}", "Fluent Bit with acks ~117-382"),
-        Figure(NAME, "receiver CPU s (Python)", f"{median([s.receiver_cpu for s in shipments]):.2f}", ""),
-    ]
+    data: dict[str, object] = {"lines": lines, "receiver": receiver, "senders": medians}
+    ours = medians[SIDECAR]
+    if binary is None:
+        note(f"{NAME}: {fluent_bit.ENV} is not set: our figures alone (no Fluent Bit to ship beside)")
+    theirs = medians.get(FLUENT_BIT)
+    versus = {key: "" if theirs is None else f"{ratio(ours[key], theirs[key])} Fluent Bit, same receiver"
+              for key in ours}
+    return Outcome(
+        [
+            Figure(NAME, "lines/s", f"{ours['lines_per_s']:,.0f}", versus["lines_per_s"]),
+            Figure(NAME, "CPU s per million lines", f"{ours['cpu_per_million']:.2f}", versus["cpu_per_million"]),
+            Figure(NAME, "peak RSS MiB (sender)", f"{ours['peak_mib']:.0f}", versus["peak_mib"]),
+        ],
+        data,
+    )
+
+
+def _medians(shipments: list[Shipment]) -> dict[str, float]:
+    return {
+        "lines_per_s": median([s.lines_per_s for s in shipments]),
+        "cpu_per_million": median([s.cpu_per_million for s in shipments]),
+        "peak_mib": median([s.peak_rss_kib / 1024 for s in shipments]),
+        "receiver_cpu": median([s.receiver_cpu for s in shipments]),
+        "resent": median([float(s.resent) for s in shipments]),
+    }
 
 
 def main() -> None:

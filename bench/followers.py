@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -232,3 +233,33 @@ def _c_reader(proc: subprocess.Popen[bytes], nbytes: int, deadline: float, follo
         if head.poll() is None:
             head.kill()
         head.wait()
+
+
+class Drain(threading.Thread):
+    """Reads and counts a follower's output in the background, so the follower never blocks on it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(daemon=True)
+        assert proc.stdout is not None
+        self._fd = proc.stdout.fileno()
+        self._cond = threading.Condition()
+        self.nbytes = 0
+        self.closed = False
+
+    def run(self) -> None:
+        buf = bytearray(1 << 20)
+        while True:
+            try:
+                n = os.readv(self._fd, [buf])
+            except OSError:
+                n = 0
+            with self._cond:
+                self.nbytes += n
+                self.closed = n == 0
+                self._cond.notify_all()
+            if n == 0:
+                return
+
+    def wait_for(self, nbytes: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.nbytes >= nbytes or self.closed, timeout) and not self.closed

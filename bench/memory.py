@@ -8,18 +8,16 @@ behind a reader that stalls for a while (the files are the buffer: no reading ah
 
 from __future__ import annotations
 
-import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import writer
-from bench.followers import BenchError, Follower, log_tail, sidecar_missing, sidecar_stream, start, stop, tail
+from bench.followers import BenchError, Drain, Follower, log_tail, sidecar_missing, sidecar_stream, start, stop, tail
 from bench.procfs import memory_kib
-from bench.report import Figure, note, show
+from bench.report import Figure, Outcome, note, show
 from bench.workload import REPO, fresh_dir, quick_main, scratch_dir, write_backlog
 
 NAME = "memory"
@@ -33,36 +31,6 @@ class Memory:
     delivered: int
     rss_kib: int
     hwm_kib: int
-
-
-class _Drain(threading.Thread):
-    """Reads and counts a follower's output in the background, so the follower never blocks on it."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        super().__init__(daemon=True)
-        assert proc.stdout is not None
-        self._fd = proc.stdout.fileno()
-        self._cond = threading.Condition()
-        self.nbytes = 0
-        self.closed = False
-
-    def run(self) -> None:
-        buf = bytearray(1 << 20)
-        while True:
-            try:
-                n = os.readv(self._fd, [buf])
-            except OSError:
-                n = 0
-            with self._cond:
-                self.nbytes += n
-                self.closed = n == 0
-                self._cond.notify_all()
-            if n == 0:
-                return
-
-    def wait_for(self, nbytes: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.nbytes >= nbytes or self.closed, timeout) and not self.closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +51,7 @@ class Load:
 def measure(follower: Follower, load: Load, log: Path) -> Memory:
     """Run the follower under the load until it delivered everything; its memory just before stopping."""
     proc = start(follower, log)
-    drain = _Drain(proc)
+    drain = Drain(proc)
     try:
         if not load.stall:
             drain.start()
@@ -144,12 +112,13 @@ def loads(work: Path, quick: bool) -> list[Load]:
     ]
 
 
-def run(quick: bool) -> list[Figure]:
+def run(quick: bool) -> Outcome:
     missing = sidecar_missing("stream")
     if missing:
         note(f"{NAME}: {missing}; measuring tail -F only")
     rows = []
     figures = []
+    measured: list[dict[str, object]] = []
     idle_kib = 0
     with scratch_dir("memory") as work:
         for index, load in enumerate(loads(work, quick)):
@@ -162,6 +131,8 @@ def run(quick: bool) -> list[Figure]:
                 note(f"{NAME}: {follower.name}, {load.name}")
                 result = measure(follower, load, work / f"{index}.stderr")
                 results[follower.name] = result
+                measured.append({"load": load.name, "follower": follower.name, "rss_kib": result.rss_kib,
+                                 "peak_kib": result.hwm_kib})
                 rows.append(
                     [
                         load.name,
@@ -193,8 +164,8 @@ def run(quick: bool) -> list[Figure]:
         [["in_tail -> out_null, default buffers", "~96"], ["in_tail -> out_forward, acks, 1M buffers", "~382"]],
     )
     if missing:
-        return [Figure(NAME, SIDECAR, "not run", missing)]
-    return figures
+        return Outcome([Figure(NAME, SIDECAR, "not run", missing)], {"rows": measured})
+    return Outcome(figures, {"rows": measured})
 
 
 def main() -> None:

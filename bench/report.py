@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,17 @@ class Figure:
     what: str
     value: str
     compare: str = ""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one benchmark hands back: its lines for the summary, and its figures for the JSON file and the picture.
+
+    ``data`` holds only JSON values (dicts, lists, strings, numbers), keyed as :mod:`bench.plot` reads them.
+    """
+
+    figures: list[Figure]
+    data: dict[str, object] = field(default_factory=dict)
 
 
 def median(values: Sequence[float]) -> float:

@@ -14,7 +14,7 @@ import time
 
 from bench import stream_throughput
 from bench.followers import CatchUp, catch_up, sidecar_missing, sidecar_stream
-from bench.report import Figure, median, note, ratio, show
+from bench.report import Figure, Outcome, median, note, ratio, show
 from bench.workload import fresh_dir, quick_main, scratch_dir, write_backlog
 
 NAME = "scrape_load"
@@ -64,12 +64,13 @@ def free_port() -> int:
         return port
 
 
-def run(quick: bool) -> list[Figure]:
-    lines, runs = stream_throughput.sizes(quick)
+def run(quick: bool) -> Outcome:
+    sizes = stream_throughput.plan(quick)
+    lines, runs = sizes.lines, min(sizes.runs, 3)
     missing = sidecar_missing("stream")
     if missing:
         note(f"{NAME}: {missing}")
-        return [Figure(NAME, "sidecar stream", "not run", missing)]
+        return Outcome([Figure(NAME, "sidecar stream", "not run", missing)])
     results: dict[bool, list[CatchUp]] = {False: [], True: []}
     scrapers: list[Scraper] = []
     with scratch_dir("scrape") as work:
@@ -113,14 +114,14 @@ def run(quick: bool) -> list[Figure]:
     )
     quiet = median([c.mb_per_s for c in results[False]])
     busy = median([c.mb_per_s for c in results[True]])
-    return [
-        Figure(
-            NAME,
-            "MB/s while scraped every 50 ms",
-            f"{busy:,.0f}",
-            f"{ratio(busy, quiet)} unscraped ({quiet:,.0f}); {len(durations)} scrapes, {errors} errors",
-        )
-    ]
+    figure = Figure(
+        NAME,
+        "MB/s while scraped every 50 ms",
+        f"{busy:,.0f}",
+        f"{ratio(busy, quiet)} unscraped ({quiet:,.0f}); {len(durations)} scrapes, {errors} errors",
+    )
+    return Outcome([figure], {"mb_per_s_unscraped": quiet, "mb_per_s_scraped": busy, "scrapes": len(durations),
+                              "errors": errors})
 
 
 def main() -> None:

@@ -67,8 +67,13 @@ def write_backlog(path: Path, lines: int) -> int:
     with path.open("wb") as out:
         for start in range(0, lines, _BLOCK_LINES):
             stop = min(start + _BLOCK_LINES, lines)
-            out.write(b"".join([_BACKLOG_LINE % i for i in range(start, stop)]))
+            out.write(b"".join([backlog_line(i) for i in range(start, stop)]))
     return lines * LINE_BYTES
+
+
+def backlog_line(number: int) -> bytes:
+    """Line ``number`` of a :func:`write_backlog` file: ASCII, :data:`LINE_BYTES` long with its newline."""
+    return _BACKLOG_LINE % number
 
 
 def stamped_line(now_ns: int, seq: int) -> bytes:
