@@ -1,0 +1,1 @@
+"""Building, running and measuring the container images (``make image``, the image tests)."""
