@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := logrotate prometheus
+APT_PACKAGES := logrotate prometheus podman buildah runc debootstrap
 
-.PHONY: run test lint unit bench system-deps clean
+.PHONY: run test lint unit bench system-deps clean image image-distroless
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) examples/demo/demo.py
 
-# The tests drive Debian's logrotate and a real Prometheus server; install them when missing.
+# The tests drive Debian's logrotate, a real Prometheus server, and podman (with buildah, runc and
+# debootstrap for the stand-in base images) to build and run the images; install them when missing.
 system-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -31,13 +32,20 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sidecar tests bench examples
+	$(VENV)/bin/ruff check sidecar tests bench examples images
 	$(VENV)/bin/mypy
 
 unit: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q
 
 test: system-deps lint unit
+
+# Build an image with podman (making stand-in bases when no registry is reachable); prints its size.
+image: $(STAMP) system-deps
+	$(PY) -m images.build slim
+
+image-distroless: $(STAMP) system-deps
+	$(PY) -m images.build distroless
 
 # The bench draws its picture with matplotlib, a bench-only extra.
 $(VENV)/.bench-installed: $(STAMP)
