@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from sidecar import log as diagnostics
 from sidecar.core.config import FollowConfig
-from sidecar.core.follow import Follower
+from sidecar.core.server import FileServer
 from sidecar.core.sink import Sink
 from sidecar.errors import SidecarError
 from sidecar.log import get_logger
@@ -29,7 +29,6 @@ from sidecar.observe.metrics import Metrics
 log = get_logger(__name__)
 
 Mode = Literal["stream", "agent"]
-HEARTBEAT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,37 +93,28 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _heartbeat(health: Health) -> None:
-    while True:
-        health.beat()
-        await asyncio.sleep(HEARTBEAT)
-
-
 async def _main(mode: Mode, config: FollowConfig, runtime: RuntimeOptions, make_sink: SinkFactory) -> int:
     stop = asyncio.Event()
     _install_signals(stop)
     metrics = Metrics(mode)
     health = Health()
     sink = make_sink(ModeContext(metrics, health, config))
-    follower = Follower(config, sink, metrics)
-    server = None
+    server = FileServer(config, sink, metrics, health)
+    endpoint = None
     if runtime.metrics_port:
         try:
-            server = await start_http(runtime.metrics_address, runtime.metrics_port, metrics.registry, health)
+            endpoint = await start_http(runtime.metrics_address, runtime.metrics_port, metrics.registry, health)
         except OSError as exc:
             raise SidecarError(
                 f"cannot serve metrics on {runtime.metrics_address}:{runtime.metrics_port} ({exc.strerror}): "
                 "choose another --metrics-port / SIDECAR_METRICS_PORT, or 0 to disable"
             ) from exc
-    follower.start()
-    health.set_watching(True)
-    beating = asyncio.create_task(_heartbeat(health))
-    log.info("started", mode=mode, paths=",".join(config.paths), files=len(follower.tails),
-             metrics=f"http://{runtime.metrics_address}:{runtime.metrics_port}/metrics" if server else "off")
+    server.start()
+    log.info("started", mode=mode, paths=",".join(config.paths), files=server.open_files,
+             metrics=f"http://{runtime.metrics_address}:{runtime.metrics_port}/metrics" if endpoint else "off")
     try:
-        await follower.run(stop)
+        await server.run(stop)
     finally:
-        beating.cancel()
-        if server is not None:
-            server.close()
+        if endpoint is not None:
+            endpoint.close()
     return 0

@@ -48,6 +48,16 @@ class Observer(Protocol):
         """A checkpoint write finished (``ok``) or failed."""
 
 
+class Liveness(Protocol):
+    """Where the file server proves it is alive (``/healthz``) and says it is watching (``/readyz``)."""
+
+    def beat(self) -> None:
+        """The reader completed a round, or waits for the sink or the watcher as it should."""
+
+    def set_watching(self, watching: bool) -> None:
+        """The watcher is set up and the reader is in its loop."""
+
+
 class NullObserver:
     """An observer that ignores everything: for driving the core without metrics (tests, embedding)."""
 

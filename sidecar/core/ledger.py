@@ -2,7 +2,7 @@
 
 Agent mode has several chunks in flight and acks may complete in any order; a checkpoint may still
 only point past a prefix that is entirely confirmed. The ledger turns out-of-order commits into that
-in-order position.
+in-order position, and tells the checkpointer each time it moves.
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from collections import deque
 from collections.abc import Callable
 
 
+def _nothing() -> None:
+    pass
+
+
 class Ledger:
     """Which bytes of one file generation the sink has confirmed, advanced strictly in file order."""
 
-    __slots__ = ("_pending", "committed")
+    __slots__ = ("_on_advance", "_pending", "committed")
 
-    def __init__(self, committed: int) -> None:
+    def __init__(self, committed: int, on_advance: Callable[[], None] = _nothing) -> None:
         self.committed = committed
         self._pending: deque[list[int]] = deque()
+        self._on_advance = on_advance
 
     def add(self, end: int) -> Callable[[], None]:
         """Register a batch ending at ``end``; the returned callable commits it."""
@@ -27,8 +32,12 @@ class Ledger:
 
         def commit() -> None:
             entry[1] = 1
+            moved = False
             while self._pending and self._pending[0][1]:
                 self.committed = self._pending.popleft()[0]
+                moved = True
+            if moved:
+                self._on_advance()
 
         return commit
 

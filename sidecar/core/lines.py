@@ -1,13 +1,17 @@
 """Cutting a read buffer into complete lines without touching them one by one.
 
-The hot path finds the last newline with one ``rfind`` and counts lines with one ``count``; only a
-line longer than ``max_line`` (which the caller guarantees can only be the first one in the buffer,
-by never reading more than ``max_line`` new bytes at once) costs extra work.
+The hot path finds the last newline with one ``rfind`` (``memrchr``) and counts lines with one SIMD
+count (StringZilla): CPython's ``bytes.count`` of one byte is a plain loop, about 0.36 CPU-s per GB
+here against ~0.1 for StringZilla, and it was the largest cost of a catch-up. Only a line longer than
+``max_line`` (which the caller guarantees can only be the first one in the buffer, by never reading
+more than ``max_line`` new bytes at once) costs extra work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import stringzilla
 
 
 @dataclass(slots=True)
@@ -20,8 +24,17 @@ class Piece:
     end: int
 
 
+def count_newlines(buf: bytearray, start: int, end: int) -> int:
+    """How many ``\\n`` are in ``buf[start:end]``, counted in place with SIMD (no copy, no slice)."""
+    found: int = stringzilla.count(buf, "\n", start, end)
+    return found
+
+
 def utf8_cut(buf: bytearray, cut: int, floor: int) -> int:
-    """Move ``cut`` back (at most 3 bytes) so that it does not split a UTF-8 sequence."""
+    """Move ``cut`` back (at most 3 bytes, never to ``floor`` or below) so that it does not split a UTF-8 sequence.
+
+    Where no sequence start is that near (the bytes are not UTF-8), ``cut`` stays where it was.
+    """
     for pos in range(cut, max(cut - 3, floor + 1) - 1, -1):
         if buf[pos] & 0xC0 != 0x80:
             return pos
@@ -46,6 +59,6 @@ def frame(buf: bytearray, view: memoryview, total: int, max_line: int) -> tuple[
         begin = cut
     end = buf.rfind(b"\n", begin, total) + 1
     if end > begin:
-        pieces.append(Piece(view[begin:end], buf.count(b"\n", begin, end), begin, end))
+        pieces.append(Piece(view[begin:end], count_newlines(buf, begin, end), begin, end))
         begin = end
     return pieces, begin

@@ -42,6 +42,22 @@ class PathsProvider:
                     seen.add(path)
                     yield Found(path, pattern)
 
+    def match(self, path: str) -> str | None:
+        """The first pattern that matches ``path`` (as a scan would find it), or None; excludes apply.
+
+        Used for a name the watcher reports, so it need not rescan every glob. Like ``glob``, a wildcard
+        does not match a leading dot unless the pattern's name starts with one.
+        """
+        if self.excluded(path):
+            return None
+        hidden = os.path.basename(path).startswith(".")
+        for pattern in self.patterns:
+            if hidden and not os.path.basename(pattern).startswith("."):
+                continue
+            if fnmatch.fnmatchcase(path, pattern) and (pattern.count(os.sep) == path.count(os.sep) or "**" in pattern):
+                return pattern
+        return None
+
     def watch_dirs(self) -> set[str]:
         """Directories whose events can reveal a new matching file: each glob's fixed prefix and the levels below."""
         dirs: set[str] = set()

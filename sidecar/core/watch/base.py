@@ -1,14 +1,18 @@
-"""What every watch backend gives the follow core: wake-ups with a hint of what changed."""
+"""What every watch backend gives the follow core: names reported as they appear, and wake-ups for data."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+NamesCallback = Callable[[list[str]], None]
+"""Receives paths created in, or moved into, a watched directory, as soon as the kernel reports them."""
 
 
 @dataclass(slots=True)
 class Changes:
-    """What woke the core: the paths that changed, and whether files may have appeared or vanished."""
+    """What woke the reader: the paths that changed, and whether files may have appeared or vanished."""
 
     paths: set[str] = field(default_factory=set)
     structure: bool = False
@@ -17,6 +21,13 @@ class Changes:
 
 class Watcher(Protocol):
     """A source of wake-ups."""
+
+    def start(self, on_names: NamesCallback) -> None:
+        """Begin reporting new names to ``on_names``, from the running loop, whatever the reader is doing.
+
+        This is what lets a generation created and deleted within milliseconds be opened (and so read from
+        its descriptor) before it is gone: it does not wait for the reader to finish what it is doing.
+        """
 
     def watch(self, dirs: set[str]) -> None:
         """Watch exactly these directories from now on."""

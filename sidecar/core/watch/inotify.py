@@ -1,7 +1,15 @@
 """The inotify backend, on the kernel's interface through ctypes (no extra dependency).
 
-Directories are watched, not files: a directory watch sees creates, renames and deletes of its
-entries as well as writes to them, and survives the rotations that would orphan a per-file watch.
+Directories are watched, not files: a directory watch sees creates, renames and deletes of its entries as
+well as writes to them, and survives the rotations that would orphan a per-file watch.
+
+Two inotify instances share the directory list, because the two kinds of event want opposite handling:
+
+- *names* (create, move, delete) are read the moment the kernel queues them, from the event loop's reader
+  callback, and reported at once: a generation that lives for milliseconds must be opened before it is
+  deleted, even while the reader is busy or held back by the sink;
+- *data* (writes) is read only while the reader waits, so that between waits the kernel merges a stream
+  of writes into few events and a busy file costs one wake-up per read round, not one per write.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import errno
 import os
 import struct
 
-from sidecar.core.watch.base import Changes
+from sidecar.core.watch.base import Changes, NamesCallback
 from sidecar.errors import SidecarError
 
 IN_MODIFY = 0x002
@@ -27,107 +35,144 @@ IN_DELETE_SELF = 0x400
 IN_MOVE_SELF = 0x800
 IN_Q_OVERFLOW = 0x4000
 IN_IGNORED = 0x8000
+IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
-_STRUCTURE = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB
-_MASK = _STRUCTURE | IN_MODIFY | IN_CLOSE_WRITE
+_NEW_NAME = IN_MOVED_TO | IN_CREATE
+_NAMES_MASK = _NEW_NAME | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB
+_DATA_MASK = IN_MODIFY | IN_CLOSE_WRITE
 _HEADER = struct.Struct("iIII")
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class InotifyUnavailable(SidecarError):
     """The kernel or the C library offers no inotify here; use ``--watch poll``."""
 
 
-class InotifyWatcher:
-    """Wakes the core on events in the watched directories, and at least every ``timeout``."""
+class _Instance:
+    """One inotify descriptor and its directory watches."""
 
-    def __init__(self) -> None:
-        libc_name = ctypes.util.find_library("c")
-        try:
-            self._libc = ctypes.CDLL(libc_name, use_errno=True)
-            fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        except (OSError, AttributeError) as exc:
-            raise InotifyUnavailable(f"inotify is not available: {exc}; use --watch poll") from exc
+    def __init__(self, libc: ctypes.CDLL, mask: int) -> None:
+        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise InotifyUnavailable(
                 f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}; raise fs.inotify.max_user_instances "
                 "or use --watch poll"
             )
-        self._fd: int = fd
+        self._libc = libc
+        self._mask = mask
+        self.fd: int = fd
         self._wds: dict[str, int] = {}
         self._dirs: dict[int, str] = {}
-        self._pending = Changes()
-        self._has_events = False
-        self._waiter: asyncio.Future[None] | None = None
 
     def watch(self, dirs: set[str]) -> None:
         for gone in set(self._wds) - dirs:
-            self._libc.inotify_rm_watch(self._fd, self._wds.pop(gone))
+            self._libc.inotify_rm_watch(self.fd, self._wds.pop(gone))
         for new in dirs - set(self._wds):
-            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(new), _MASK)
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(new), self._mask)
             if wd >= 0:
                 self._wds[new] = wd
                 self._dirs[wd] = new
 
-    def _drain(self) -> None:
-        """Read every queued event without blocking."""
+    def read(self, into: Changes, names: list[str] | None = None) -> bool:
+        """Read every queued event without blocking into ``into`` (new names also into ``names``)."""
+        got = False
         while True:
             try:
-                data = os.read(self._fd, 65536)
+                data = os.read(self.fd, 65536)
             except BlockingIOError:
-                return
+                return got
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
-            self._parse(data)
-            self._has_events = True
+            got = True
+            self._parse(data, into, names)
 
-    def _parse(self, data: bytes) -> None:
+    def _parse(self, data: bytes, into: Changes, names: list[str] | None) -> None:
         pos = 0
         while pos + _HEADER.size <= len(data):
             wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
             name = data[pos + _HEADER.size : pos + _HEADER.size + length].rstrip(b"\0")
             pos += _HEADER.size + length
             if mask & IN_Q_OVERFLOW:
-                self._pending.everything = True
+                into.everything = True
                 continue
             if mask & IN_IGNORED:
                 gone = self._dirs.pop(wd, None)
                 if gone is not None and self._wds.get(gone) == wd:
                     del self._wds[gone]
-                self._pending.structure = True
+                into.structure = True
                 continue
             directory = self._dirs.get(wd)
             if directory is None:
                 continue
-            if mask & _STRUCTURE:
-                self._pending.structure = True
-            self._pending.paths.add(os.path.join(directory, os.fsdecode(name)) if name else directory)
+            path = os.path.join(directory, os.fsdecode(name)) if name else directory
+            into.paths.add(path)
+            if mask & _NAMES_MASK:
+                into.structure = True
+                if names is not None and mask & _NEW_NAME and not mask & IN_ISDIR:
+                    names.append(path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class InotifyWatcher:
+    """Reports new names at once and wakes the reader on events in the watched directories."""
+
+    def __init__(self) -> None:
+        libc_name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(libc_name, use_errno=True)
+            self._names = _Instance(libc, _NAMES_MASK)
+        except (OSError, AttributeError) as exc:
+            raise InotifyUnavailable(f"inotify is not available: {exc}; use --watch poll") from exc
+        self._data = _Instance(libc, _DATA_MASK)
+        self._pending = Changes()
+        self._has_events = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_names: NamesCallback | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, on_names: NamesCallback) -> None:
+        self._on_names = on_names
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._names.fd, self._names_ready)
+
+    def watch(self, dirs: set[str]) -> None:
+        self._names.watch(dirs)
+        self._data.watch(dirs)
+
+    def _names_ready(self) -> None:
+        names: list[str] = []
+        if self._names.read(self._pending, names):
+            self._has_events = True
+            if names and self._on_names is not None:
+                self._on_names(names)
+            self._resolve()
+
+    def _resolve(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _drain(self) -> None:
+        if self._data.read(self._pending):
+            self._has_events = True
 
     async def wait(self, timeout: float) -> Changes:
-        """Wait for the inotify descriptor to become readable, then read what it queued.
-
-        The descriptor is watched only while we wait: between waits the kernel queues (and merges)
-        events, so a stream of writes costs one wake-up per read round, not one per write.
-        """
+        """Wait for an event, then hand over what was queued; ``everything`` after ``timeout`` without one."""
         self._drain()
         if not self._has_events:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            loop.add_reader(self._fd, _resolve, waiter)
-            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
+            loop.add_reader(self._data.fd, self._resolve)
+            timer = loop.call_later(max(timeout, 0.0), self._resolve)
             try:
                 await waiter
             finally:
                 timer.cancel()
-                loop.remove_reader(self._fd)
+                loop.remove_reader(self._data.fd)
                 self._waiter = None
             self._drain()
             if not self._has_events:
@@ -139,8 +184,10 @@ class InotifyWatcher:
     def wake(self) -> None:
         self._pending.everything = True
         self._has_events = True
-        if self._waiter is not None:
-            _resolve(self._waiter)
+        self._resolve()
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._loop is not None:
+            self._loop.remove_reader(self._names.fd)
+        self._names.close()
+        self._data.close()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sidecar.core.watch.base import Changes
+from sidecar.core.watch.base import Changes, NamesCallback
 
 
 class PollWatcher:
-    """Sleeps until the next poll; works on every filesystem."""
+    """Sleeps until the next poll; works on every filesystem. It reports no names: polling finds them."""
 
     def __init__(self) -> None:
         self._woken = asyncio.Event()
+
+    def start(self, on_names: NamesCallback) -> None:
+        pass
 
     def watch(self, dirs: set[str]) -> None:
         pass

@@ -1,0 +1,125 @@
+"""When the state file is written: soon after progress, so that even a process that lives half a second
+saves what it delivered, and never on the event loop, so that an fsync never stalls reading.
+
+Progress (a ledger moving) is saved at once when the reader has caught up, and otherwise within
+:data:`PROGRESS_BOUND` of being committed; a SIGKILL then repeats at most that much of the lines, whatever
+``--checkpoint-interval`` says. Every ``--checkpoint-interval`` the whole state is compared with what was
+saved (new files, files let go) and rewritten if it differs, and every :data:`REFRESH` even if it does not
+(so ``seen`` times and the checkpoint-age metric stay fresh). Writes happen one at a time, in a thread of
+their own; the final write at shutdown waits for any write still under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from sidecar.core.checkpoint import CheckpointStore, Entry
+from sidecar.core.events import Observer
+from sidecar.core.registry import Registry
+from sidecar.errors import CheckpointError
+from sidecar.log import get_logger
+
+log = get_logger("sidecar.core")
+
+PROGRESS_BOUND = 0.25
+"""Committed progress is on disk at most this long after the commit (plus one write)."""
+CAUGHT_UP_DELAY = 0.01
+"""After the reader catches up, wait this long for the sink's last commits before writing."""
+REFRESH = 30.0
+"""Rewrite an unchanged state file this often (well inside the checkpoint-stale alert's 120 s)."""
+
+_State = list[tuple[int, int, str, int, str]]
+
+
+class Checkpointer:
+    """Decides when to save; see the module docstring."""
+
+    def __init__(self, store: CheckpointStore, registry: Registry, observer: Observer, interval: float,
+                 forget_after: float) -> None:
+        self._store = store
+        self._registry = registry
+        self._observer = observer
+        self._interval = interval
+        self._forget_after = forget_after
+        self._dirty_since: float | None = None
+        self._kick = asyncio.Event()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._saved_state: _State = []
+        self._saved_at = 0.0
+        self._failing = False
+
+    def progressed(self) -> None:
+        """A ledger moved: what is on disk is now behind."""
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+
+    def caught_up(self) -> None:
+        """The reader has nothing left to read: a good moment to save."""
+        if self._dirty_since is not None:
+            self._kick.set()
+
+    async def run(self, finished: asyncio.Event) -> None:
+        """Save as the module docstring says until ``finished``; a write under way is never abandoned."""
+        next_full = time.monotonic() + self._interval
+        loop = asyncio.get_running_loop()
+        while not finished.is_set():
+            now = time.monotonic()
+            due = next_full if self._dirty_since is None else min(next_full, self._dirty_since + PROGRESS_BOUND)
+            stopping = asyncio.ensure_future(finished.wait())
+            kicked = asyncio.ensure_future(self._kick.wait())
+            try:
+                await asyncio.wait({stopping, kicked}, timeout=max(due - now, 0.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                kicked.cancel()
+            if finished.is_set():
+                return
+            if self._kick.is_set():
+                self._kick.clear()
+                await asyncio.sleep(CAUGHT_UP_DELAY)
+            now = time.monotonic()
+            full = now >= next_full
+            if full:
+                next_full = now + self._interval
+            if self._dirty_since is not None or full:
+                entries, state = self._snapshot()
+                if self._dirty_since is not None or self._changed(state):
+                    self._dirty_since = None
+                    await asyncio.shield(loop.run_in_executor(self._writer, self._save, entries, state))
+
+    def save_final(self) -> None:
+        """At shutdown: forget stale entries and write everything, after any write still under way."""
+        self._registry.forget_stale(time.time(), self._forget_after)
+        entries, state = self._snapshot()
+        self._dirty_since = None
+        self._writer.submit(self._save, entries, state).result()
+        self._writer.shutdown()
+
+    def forget_stale(self) -> None:
+        self._registry.forget_stale(time.time(), self._forget_after)
+
+    def _snapshot(self) -> tuple[list[Entry], _State]:
+        entries = self._registry.entries(time.time())
+        return entries, [(e.dev, e.ino, e.fingerprint, e.offset, e.path) for e in entries]
+
+    def _changed(self, state: _State) -> bool:
+        return state != self._saved_state or time.time() - self._saved_at >= REFRESH
+
+    def _save(self, entries: list[Entry], state: _State) -> None:
+        """Runs in the writer thread; only it touches the state file."""
+        try:
+            self._store.save(entries)
+        except CheckpointError as exc:
+            self._observer.checkpoint_written(False)
+            if not self._failing:
+                log.error("checkpoint_failed", error=str(exc))
+            self._failing = True
+            return
+        if self._failing:
+            log.info("checkpoint_recovered", path=str(self._store.path))
+        self._failing = False
+        self._saved_state, self._saved_at = state, time.time()
+        self._observer.checkpoint_written(True)

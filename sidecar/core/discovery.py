@@ -1,0 +1,199 @@
+"""Finding files by name and starting to follow the new ones: from a scan of the globs, or one reported name.
+
+Every open is verified against the identity the name had when we looked (rotation may have moved another
+file there in between). A file we knew resumes at its saved position; a new one starts at its head (or,
+on the very first start with ``--read-from tail``, after its last complete line). A new name that is only
+a copy of a file we follow (copytruncate's copy, a ``cp``) is never followed on its own: its bytes are
+the original's.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+
+from sidecar.core.config import FollowConfig
+from sidecar.core.events import RotationKind
+from sidecar.core.identity import FileKey, Fingerprint, read_head
+from sidecar.core.paths import Found, PathsProvider
+from sidecar.core.problems import Problems
+from sidecar.core.registry import Registry
+from sidecar.core.tail import Tail
+from sidecar.log import get_logger
+
+log = get_logger("sidecar.core")
+
+COMPARE_BYTES = 4096
+"""How much of two files' start and end is compared to call one a copy of the other."""
+
+Replaced = Callable[[Tail, bytes], None]
+
+
+def same_bytes(fd_a: int, fd_b: int, start: int, length: int) -> bool:
+    return length <= 0 or os.pread(fd_a, length, start) == os.pread(fd_b, length, start)
+
+
+def is_prefix(fd: int, size: int, of_fd: int) -> bool:
+    """Whether the ``size`` bytes on ``fd`` are the start of what ``of_fd`` holds (sampled at both ends)."""
+    try:
+        if os.fstat(of_fd).st_size < size:
+            return False
+        head = min(size, COMPARE_BYTES)
+        tail_start = max(head, size - COMPARE_BYTES)
+        return same_bytes(fd, of_fd, 0, head) and same_bytes(fd, of_fd, tail_start, size - tail_start)
+    except OSError:
+        return False
+
+
+def tail_offset(fd: int, size: int) -> int:
+    """Just past the last complete line: where ``--read-from tail`` starts."""
+    start = max(0, size - 65536)
+    data = os.pread(fd, size - start, start)
+    return start + data.rfind(b"\n") + 1 if b"\n" in data else size
+
+
+class Discovery:
+    """Opens the files the globs name; see the module docstring."""
+
+    def __init__(self, config: FollowConfig, paths: PathsProvider, registry: Registry, problems: Problems,
+                 on_advance: Callable[[], None], on_replaced: Replaced) -> None:
+        self._config = config
+        self.paths = paths
+        self._registry = registry
+        self.problems = problems
+        self._on_advance = on_advance
+        self._on_replaced = on_replaced
+        self.last_scan: float | None = None
+
+    # -- opening ------------------------------------------------------------------------------------
+
+    def open_verified(self, path: str, pattern: str, key: FileKey | None) -> tuple[int, os.stat_result] | None:
+        """Open ``path`` if it is still the file ``key`` names (any regular file when ``key`` is None)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.problems.cannot_open(path, pattern, exc)
+            return None
+        self.problems.recovered(path)
+        st = os.fstat(fd)
+        if (key is not None and FileKey.of(st) != key) or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, st
+
+    def track(self, path: str, pattern: str, key: FileKey, fd: int, offset: int, fp: Fingerprint,
+              rotated: RotationKind | None = None, before: Tail | None = None, family: str | None = None) -> Tail:
+        tail = Tail(key, fd, path, pattern, offset, fp, self._on_advance, rotated,
+                    family or (before.family if before is not None else None))
+        self._registry.add(tail, before)
+        return tail
+
+    # -- scanning -----------------------------------------------------------------------------------
+
+    def scan(self, first_start: bool = False, startup: bool = False, known_at: dict[str, FileKey] | None = None
+             ) -> list[Tail]:
+        """Follow every new file the globs match now; known files first, so their copies are recognised.
+
+        ``known_at`` maps paths to the identity a name check just found there, sparing a second ``stat``.
+        """
+        scan_started = time.time()
+        found: list[tuple[Found, os.stat_result | None, FileKey]] = []
+        for item in self.paths.scan():
+            key = known_at.get(item.path) if known_at else None
+            if key is not None and self._registry.open_tail(key) is not None:
+                continue
+            try:
+                st = os.stat(item.path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                if not stat.S_ISDIR(st.st_mode):
+                    self.problems.not_regular(item.path, item.pattern)
+                continue
+            found.append((item, st, FileKey.of(st)))
+        found.sort(key=lambda f: not self._registry.knows(f[2]))
+        new = [t for item, st, _ in found if st is not None and (t := self.consider(item, st, first_start, startup))]
+        self.last_scan = scan_started
+        return new
+
+    def consider_path(self, path: str) -> Tail | None:
+        """A name the watcher just reported: follow it now if a glob matches it (before it can vanish)."""
+        pattern = self.paths.match(path)
+        if pattern is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return self.consider(Found(path, pattern), st, first_start=False, startup=False)
+
+    def consider(self, item: Found, st: os.stat_result, first_start: bool, startup: bool) -> Tail | None:
+        """Start following ``item`` unless it is followed already, too old, or a copy of a followed file."""
+        key = FileKey.of(st)
+        if self._registry.open_tail(key) is not None:
+            return None
+        entry = self._registry.saved(key)
+        ignore_older = self._config.ignore_older
+        if entry is None and ignore_older is not None and time.time() - st.st_mtime > ignore_older:
+            return None
+        opened = self.open_verified(item.path, item.pattern, key)
+        if opened is None:
+            return None
+        fd, st = opened
+        try:
+            head = read_head(fd)
+        except OSError as exc:
+            os.close(fd)
+            self.problems.cannot_read(item.path, item.pattern, exc)
+            return None
+        if entry is not None:
+            fp = Fingerprint(entry.fingerprint, entry.fp_len)
+            same = fp.matches(head)
+            if same and not startup and st.st_size <= entry.offset:
+                os.close(fd)
+                entry.seen = time.time()
+                return None
+            self._registry.take_saved(key)
+            tail = self.track(item.path, item.pattern, key, fd, entry.offset, fp)
+            if not same or st.st_size < entry.offset:
+                self._on_replaced(tail, head)
+            return tail
+        if self.copy_of_followed(item.path, fd, st.st_size, head):
+            log.debug("copy_skipped", path=item.path, inode=key.ino)
+            os.close(fd)
+            return None
+        offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
+        return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head))
+
+    def copy_of_followed(self, path: str, fd: int, size: int, head: bytes) -> bool:
+        """Is this new file beside a followed one a copy of it (copytruncate, or ``cp``), maybe still being written?
+
+        A copy is a prefix of what the original holds now; or, once the original was truncated, a file
+        that begins with every byte we had read of it. A real generation that merely starts with the same
+        banner or header is neither, and is followed.
+        """
+        directory, name = os.path.split(os.path.realpath(path))
+        for tail in self._registry:
+            tdir, tname = os.path.split(tail.real)
+            if tdir != directory or name == tname or not name.startswith(tname) or tail.fd < 0:
+                continue
+            if is_prefix(fd, size, tail.fd):
+                return True
+            try:
+                truncated = not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
+                if truncated and tail.holds_known_bytes(fd, size):
+                    return True
+            except OSError:
+                continue
+        for entry in self._registry.saved_entries():
+            edir, ename = os.path.split(entry.path)
+            if (edir == directory and name != ename and name.startswith(ename) and entry.fp_len
+                    and Fingerprint(entry.fingerprint, entry.fp_len).matches(head)):
+                return True
+        return False

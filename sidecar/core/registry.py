@@ -1,0 +1,130 @@
+"""Every file the core knows: the open ones in reading order, and the saved positions of the ones let go.
+
+Order is the promise "old before new": a rotated generation, or a copy's missing range, is read before
+the file that now holds the name. Only the registry changes that order, so it cannot be broken from
+elsewhere; and only it closes descriptors, after the sink has let go of them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from sidecar.core.checkpoint import Entry
+from sidecar.core.events import Observer
+from sidecar.core.identity import FileKey
+from sidecar.core.tail import Tail
+from sidecar.log import get_logger
+
+log = get_logger("sidecar.core")
+
+
+class Registry:
+    """Open tails (ordered) and known-but-closed files (by identity)."""
+
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+        self._tails: list[Tail] = []
+        self._by_key: dict[FileKey, Tail] = {}
+        self._known: dict[FileKey, Entry] = {}
+        self.version = 0
+        """Bumped whenever the reading order changes."""
+
+    def __iter__(self) -> Iterator[Tail]:
+        """A snapshot: the registry may change while the caller awaits between items."""
+        return iter(tuple(self._tails))
+
+    def __len__(self) -> int:
+        return len(self._tails)
+
+    def open_tail(self, key: FileKey) -> Tail | None:
+        return self._by_key.get(key)
+
+    def knows(self, key: FileKey) -> bool:
+        """Open, or let go with a saved position (which includes every copy we have taken bytes from)."""
+        return key in self._by_key or key in self._known
+
+    def saved(self, key: FileKey) -> Entry | None:
+        return self._known.get(key)
+
+    def saved_entries(self) -> list[Entry]:
+        return list(self._known.values())
+
+    def take_saved(self, key: FileKey) -> Entry | None:
+        """The saved position of a file about to be reopened (it becomes a tail again)."""
+        return self._known.pop(key, None)
+
+    def remember(self, entry: Entry) -> None:
+        """Keep a position for a file that is not open (a copy consumed, a file let go, the state file's)."""
+        self._known[FileKey(entry.dev, entry.ino)] = entry
+
+    def add(self, tail: Tail, before: Tail | None = None) -> None:
+        """Follow ``tail``, last or just before ``before`` (a newer file)."""
+        if before is not None and before in self._tails:
+            self._tails.insert(self._tails.index(before), tail)
+        else:
+            self._tails.append(tail)
+        self.version += 1
+        self._by_key[tail.key] = tail
+        self._known.pop(tail.key, None)
+        self._observer.file_opened(tail.pattern)
+        log.info("file_opened", path=tail.path, inode=tail.key.ino, offset=tail.pos)
+
+    def move_before(self, tail: Tail, newer: Tail) -> None:
+        """Put ``tail`` just before ``newer``: it was found later but is older."""
+        if tail is newer or newer not in self._tails:
+            return
+        self._tails.remove(tail)
+        self._tails.insert(self._tails.index(newer), tail)
+        self.version += 1
+
+    def holder_for(self, path: str) -> Tail | None:
+        """The followed file whose name ``path`` is, or extends (``app.log`` for ``app.log.1``), that still holds it."""
+        directory, name = os.path.split(path)
+        best: Tail | None = None
+        for tail in self._tails:
+            tdir, tname = os.path.split(tail.real)
+            if (tail.rotated is None and tdir == directory and name.startswith(tname)
+                    and (best is None or len(tname) > len(os.path.basename(best.real)))):
+                best = tail
+        return best
+
+    def release(self, tail: Tail, skip_to: int = 0) -> None:
+        """Close ``tail`` (the sink is done with it) and keep its position while the file exists."""
+        assert tail.in_sink == 0, "a descriptor is closed only when the sink has returned"
+        try:
+            alive = os.fstat(tail.fd).st_nlink > 0
+        except OSError:
+            alive = False
+        os.close(tail.fd)
+        tail.fd = -1
+        self._tails.remove(tail)
+        del self._by_key[tail.key]
+        if alive:
+            entry = tail.entry(time.time())
+            entry.offset = max(entry.offset, skip_to)
+            self._known[tail.key] = entry
+        self._observer.file_closed(tail.pattern)
+        log.info("file_closed", path=tail.path, inode=tail.key.ino, offset=tail.ledger.committed)
+
+    def entries(self, now: float) -> list[Entry]:
+        """What a checkpoint holds: every open file's committed position, then the saved ones."""
+        return [t.entry(now) for t in self._tails] + list(self._known.values())
+
+    def forget_stale(self, now: float, forget_after: float) -> None:
+        """Drop saved positions of files gone from their path for ``forget_after``; refresh the others."""
+        for key, entry in list(self._known.items()):
+            try:
+                present = FileKey.of(os.stat(entry.path)) == key
+            except OSError:
+                present = False
+            if present:
+                entry.seen = now
+            elif now - entry.seen > forget_after:
+                del self._known[key]
+
+    def close_all(self) -> None:
+        for tail in self._tails:
+            os.close(tail.fd)
+            tail.fd = -1

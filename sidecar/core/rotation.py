@@ -1,0 +1,279 @@
+"""Rotation: noticing that a followed file's name or content moved on, and finding what rotation put where
+no glob looks.
+
+- A name that now names another file (rename, symlink repointed) or none (delete): the file is read on
+  from its descriptor to the end, and the generations created and moved away between two of our looks
+  are found beside it (or, for a symlink, beside its old target) and read first, oldest first.
+- Content replaced under the same identity (copytruncate, truncate): the bytes we had not read yet are
+  in the copy, if there is one; a copy is a new sibling that begins with every byte we know of the file.
+  Copies made while we could not look (the pod was CPU-throttled or stopped) hold the generations in
+  between; they are read too, in order, before the file's new content.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from sidecar.core.checkpoint import Entry
+from sidecar.core.discovery import Discovery, is_prefix
+from sidecar.core.events import Observer, RotationKind
+from sidecar.core.identity import FileKey, Fingerprint, read_head
+from sidecar.core.registry import Registry
+from sidecar.core.siblings import siblings
+from sidecar.core.tail import Tail
+from sidecar.log import get_logger
+
+log = get_logger("sidecar.core")
+
+MTIME_SLACK = 0.05
+"""File times come from the kernel's coarse clock, which may lag ``time.time()`` by a tick."""
+COPY_SLACK = 1.0
+"""A copy may be made just before our last look, and the truncation just after it."""
+
+
+@dataclass(slots=True)
+class _Candidate:
+    path: str
+    key: FileKey
+    fd: int
+    st: os.stat_result
+
+
+class Rotation:
+    """See the module docstring."""
+
+    def __init__(self, registry: Registry, discovery: Discovery, observer: Observer) -> None:
+        self._registry = registry
+        self._discovery = discovery
+        self._observer = observer
+
+    # -- names ---------------------------------------------------------------------------------------
+
+    def check_name(self, tail: Tail, known_at: dict[str, FileKey] | None = None) -> None:
+        """Has the tail's name been taken from it (rename, delete, symlink repointed)?"""
+        if tail.rotated is not None:
+            return
+        now = time.time()
+        try:
+            st = os.stat(tail.path)
+            key = FileKey.of(st)
+            if known_at is not None:
+                known_at[tail.path] = key
+            if key == tail.key:
+                tail.seen_at_path = now
+                tail.size = max(tail.size, st.st_size)
+                return
+        except OSError:
+            pass
+        try:
+            deleted = os.fstat(tail.fd).st_nlink == 0
+        except OSError:
+            deleted = True
+        kind: RotationKind
+        if deleted:
+            kind = "delete"
+        elif os.path.islink(tail.path) and os.path.realpath(tail.path) != tail.real:
+            kind = "symlink"
+        else:
+            kind = "rename"
+        tail.let_go(kind)
+        self._observer.rotated(tail.pattern, kind)
+        log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
+        if kind == "symlink":
+            self._find_targets(tail)
+        else:
+            self.find_generations(tail.real, tail.pattern, tail.seen_at_path, tail.family)
+
+    def find_generations(self, real: str, pattern: str, since: float, family: str) -> None:
+        """Generations created and moved away between two of our looks: beside ``real``, written since then.
+
+        They are read from their first byte, oldest first, just before the file that now holds the name.
+        """
+        found = self._drop_copies(self._new_siblings(real, since, pattern))
+        self._follow_in_order(found, pattern, self._registry.holder_for(real), family, "generation_found")
+
+    def _find_targets(self, tail: Tail) -> None:
+        """A symlink repointed: follow its new target now, and any target it had between our two looks."""
+        self._discovery.consider_path(tail.path)
+        current = os.path.realpath(tail.path)
+        suffix = os.path.splitext(tail.real)[1]
+        directory = os.path.dirname(tail.real)
+        found = []
+        for candidate in self._candidates_in(directory, tail.seen_at_path - MTIME_SLACK, tail.pattern):
+            if candidate.path == current or not candidate.path.endswith(suffix):
+                os.close(candidate.fd)
+            else:
+                found.append(candidate)
+        found = self._drop_copies(found)
+        self._follow_in_order(found, tail.pattern, self._registry.holder_for(current), tail.family,
+                              "symlink_target_found")
+
+    # -- content -------------------------------------------------------------------------------------
+
+    def check_copies(self, tail: Tail) -> None:
+        """A sibling appeared: if it holds bytes this file no longer has, the file was truncated unseen.
+
+        This is how a copytruncate is noticed when the file's size alone cannot show it (we had read
+        nothing, or little, and the file has grown again since).
+        """
+        if tail.rotated is not None or tail.fd < 0:
+            return
+        for candidate in self._new_siblings(tail.real, tail.looked_at - COPY_SLACK, tail.pattern):
+            try:
+                size = candidate.st.st_size
+                lost = size > 0 and tail.holds_known_bytes(candidate.fd, size) and not is_prefix(
+                    candidate.fd, size, tail.fd)
+            except OSError:
+                lost = False
+            os.close(candidate.fd)
+            if lost:
+                try:
+                    head = read_head(tail.fd)
+                except OSError:
+                    return
+                self.truncated(tail, head)
+                return
+
+    def truncated(self, tail: Tail, head: bytes) -> None:
+        """The file's content was replaced: finish the old content from its copies, then restart at 0."""
+        resume = tail.resume
+        candidates = self._new_siblings(tail.real, tail.looked_at - COPY_SLACK, tail.pattern)
+        start = next((i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)), None)
+        kind: RotationKind = "truncate"
+        if start is not None:
+            kind = "copytruncate"
+            for unused in candidates[:start]:
+                os.close(unused.fd)
+            copy, between = candidates[start], candidates[start + 1 :]
+            self._resume_copy(tail, copy, resume)
+            holder = tail
+            for other in between:
+                gen = self._discovery.track(other.path, tail.pattern, other.key, other.fd, 0,
+                                            Fingerprint.of(read_head(other.fd)), "copytruncate", before=holder)
+                log.info("copytruncate_generation_found", path=tail.path, copy=other.path, inode=gen.key.ino)
+        else:
+            for unused in candidates:
+                os.close(unused.fd)
+        if kind == "truncate" and resume > 0:
+            log.warning("file_truncated", path=tail.path, unread_from=resume)
+        else:
+            log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
+        self._observer.rotated(tail.pattern, kind)
+        tail.restart(head)
+        tail.looked_at = time.time()
+
+    def _resume_copy(self, tail: Tail, copy: _Candidate, resume: int) -> None:
+        """Read the copy from where we were: it holds the range the truncation took from us."""
+        size = copy.st.st_size
+        if size <= resume:
+            os.close(copy.fd)
+            self._registry.remember(Entry(copy.key.dev, copy.key.ino, tail.fp.digest, tail.fp.length, size,
+                                          copy.path, tail.pattern, time.time()))
+            return
+        copy_tail = self._discovery.track(copy.path, tail.pattern, copy.key, copy.fd, resume, tail.fp,
+                                          "copytruncate", before=tail)
+        copy_tail.ledger = tail.ledger
+        copy_tail.before = tail.before
+        log.info("copytruncate_recovery", path=tail.path, copy=copy.path, missing_bytes=size - resume)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _new_siblings(self, real: str, since: float, pattern: str) -> list[_Candidate]:
+        """Files beside ``real`` we do not know, changed since ``since``, opened (oldest first)."""
+        found = []
+        for sib in siblings(real):
+            key = FileKey.of(sib.st)
+            if self._registry.knows(key) or sib.st.st_mtime < since - MTIME_SLACK:
+                continue
+            opened = self._discovery.open_verified(sib.path, pattern, key)
+            if opened is not None:
+                found.append(_Candidate(sib.path, key, opened[0], opened[1]))
+        found.sort(key=lambda c: (c.st.st_mtime_ns, -len(c.path), c.path))
+        return found
+
+    def _candidates_in(self, directory: str, since: float, pattern: str) -> list[_Candidate]:
+        found: list[_Candidate] = []
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return found
+        for item in entries:
+            try:
+                st = item.stat()
+            except OSError:
+                continue
+            key = FileKey.of(st)
+            if self._registry.knows(key) or st.st_mtime < since or not item.is_file():
+                continue
+            opened = self._discovery.open_verified(item.path, pattern, key)
+            if opened is not None:
+                found.append(_Candidate(item.path, key, opened[0], opened[1]))
+        found.sort(key=lambda c: c.st.st_mtime_ns)
+        return found
+
+    def _drop_copies(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Keep the candidates that are files of their own: not empty, not a copy of one we follow."""
+        kept = []
+        for candidate in candidates:
+            try:
+                size = candidate.st.st_size
+                copy = size == 0 or self._discovery.copy_of_followed(
+                    candidate.path, candidate.fd, size, read_head(candidate.fd))
+            except OSError:
+                copy = True
+            if copy:
+                os.close(candidate.fd)
+            else:
+                kept.append(candidate)
+        return kept
+
+    def _follow_in_order(self, found: list[_Candidate], pattern: str, newer: Tail | None, family: str,
+                         event: str) -> None:
+        for candidate in found:
+            try:
+                head = read_head(candidate.fd)
+            except OSError:
+                os.close(candidate.fd)
+                continue
+            gen = self._discovery.track(candidate.path, pattern, candidate.key, candidate.fd, 0,
+                                        Fingerprint.of(head), "rename", before=newer, family=family)
+            log.info(event, path=candidate.path, inode=gen.key.ino)
+
+    # -- start-up ------------------------------------------------------------------------------------
+
+    def resume_saved(self) -> None:
+        """Finish what moved away while we were down: each saved file not reopened by its name, wherever its
+        inode is now (at its saved path, or beside it), and any generation born since our last look."""
+        for entry in self._registry.saved_entries():
+            key = FileKey(entry.dev, entry.ino)
+            if self._registry.open_tail(key) is not None:
+                continue
+            found = self._locate(entry, key)
+            if found is not None:
+                path, fd, size = found
+                try:
+                    same = Fingerprint(entry.fingerprint, entry.fp_len).matches(read_head(fd))
+                except OSError:
+                    same = False
+                if same and size > entry.offset:
+                    self._registry.take_saved(key)
+                    tail = self._discovery.track(path, entry.pattern, key, fd, entry.offset,
+                                                 Fingerprint(entry.fingerprint, entry.fp_len), "rename",
+                                                 before=self._registry.holder_for(entry.path))
+                    tail.looked_at = entry.seen
+                    log.info("resuming_rotated", path=path, offset=entry.offset)
+                else:
+                    os.close(fd)
+            holder = self._registry.holder_for(entry.path)
+            self.find_generations(entry.path, entry.pattern, entry.seen,
+                                  holder.family if holder is not None else entry.path)
+
+    def _locate(self, entry: Entry, key: FileKey) -> tuple[str, int, int] | None:
+        paths = [entry.path, *(s.path for s in siblings(entry.path) if FileKey.of(s.st) == key)]
+        for path in paths:
+            opened = self._discovery.open_verified(path, entry.pattern, key)
+            if opened is not None:
+                return path, opened[0], opened[1].st_size
+        return None

@@ -1,0 +1,440 @@
+"""The file server: the thin loop that ties the parts together and hands complete lines to the sink.
+
+Three tasks run under one :class:`asyncio.TaskGroup`, so that a failure in any of them ends the process
+with a clear error instead of leaving it half alive:
+
+- the *reader* reads at most one chunk per file per round (one busy or slow file cannot starve the
+  others), frames it and awaits the sink, which is where backpressure stops reading ahead;
+- *housekeeping* rescans the globs, checks names, gives up overdue files and reports, every poll
+  interval, also while the sink holds the reader back;
+- the *checkpointer* saves committed positions (:mod:`sidecar.core.checkpointer`).
+
+Beside them, the watcher reports new names from the event loop as soon as the kernel does; they are
+opened at once (:meth:`FileServer._on_names`), before any coalescing, so that a generation deleted a few
+milliseconds after it was created is still read from its open descriptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import traceback
+from collections.abc import Iterable
+
+from sidecar.core.checkpoint import CheckpointStore
+from sidecar.core.checkpointer import Checkpointer
+from sidecar.core.config import FollowConfig
+from sidecar.core.discovery import Discovery
+from sidecar.core.events import Liveness, Observer
+from sidecar.core.identity import FileKey
+from sidecar.core.paths import PathsProvider
+from sidecar.core.problems import Problems
+from sidecar.core.registry import Registry
+from sidecar.core.rotation import Rotation
+from sidecar.core.sink import Sink
+from sidecar.core.tail import Chunk, ReadBuffer, Tail, Truncated
+from sidecar.core.watch import Changes, make_watcher
+from sidecar.errors import CheckpointError, SidecarError
+from sidecar.log import get_logger
+
+log = get_logger("sidecar.core")
+
+QUIET_AFTER_STOP = 1.0
+"""With --drain-timeout, how long files must stay quiet after SIGTERM before we exit early."""
+READ_GRACE = 2.0
+"""Without --drain-timeout, how long reading what is readable may take after SIGTERM."""
+EXIT_GRACE = 4.5
+"""After SIGTERM, everything (reading, the sink's drain, the last checkpoint) ends by --drain-timeout + this."""
+BUSY_WAKE = 0.002
+"""A wake-up this soon after the last one means writes keep coming: batch them."""
+BATCH_PAUSE = 0.001
+"""Under sustained writes, wait this long before reading, so that one read takes many writes."""
+
+
+class TaskFailed(SidecarError):
+    """A task of the file server failed; the process ends (Kubernetes restarts it) rather than run half dead."""
+
+
+class _NoLiveness:
+    def beat(self) -> None:
+        pass
+
+    def set_watching(self, watching: bool) -> None:
+        pass
+
+
+class FileServer:
+    """Follows every file the globs match and feeds complete lines to ``sink``; see the module docstring."""
+
+    def __init__(self, config: FollowConfig, sink: Sink, observer: Observer, liveness: Liveness | None = None) -> None:
+        self._config = config
+        self._sink = sink
+        self._observer = observer
+        self._liveness: Liveness = liveness or _NoLiveness()
+        self._store = CheckpointStore(config.checkpoint_dir)
+        self._registry = Registry(observer)
+        self._checkpointer = Checkpointer(self._store, self._registry, observer, config.checkpoint_interval,
+                                          config.forget_after)
+        self._discovery = Discovery(config, PathsProvider(config.paths, config.exclude), self._registry,
+                                    Problems(observer), self._checkpointer.progressed, self._on_replaced)
+        self._rotation = Rotation(self._registry, self._discovery, observer)
+        self._watcher = make_watcher(config.watch)
+        self._buffer = ReadBuffer(config.max_line_bytes, config.read_chunk_bytes)
+        self._started = False
+        self._deadline: float | None = None
+        self._stop_began = 0.0
+        self._dir_times: dict[str, int] = {}
+        self._parked = False
+        self._callback_error: BaseException | None = None
+
+    @property
+    def open_files(self) -> int:
+        return len(self._registry)
+
+    @property
+    def store(self) -> CheckpointStore:
+        return self._store
+
+    # -- start-up -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the state file and open every matching file at its saved (or initial) position."""
+        self._store.prepare()
+        first_start = not self._store.exists()
+        try:
+            entries = self._store.load()
+        except CheckpointError as exc:
+            aside = self._store.quarantine()
+            log.error("checkpoint_unreadable", error=str(exc), moved_to=str(aside))
+            self._observer.read_error("checkpoint", "corrupt")
+            entries = []
+        for entry in entries:
+            self._registry.remember(entry)
+        self._discovery.scan(first_start=first_start, startup=True)
+        self._rotation.resume_saved()
+        self._watch_dirs()
+        self._started = True
+
+    def _on_replaced(self, tail: Tail, head: bytes) -> None:
+        self._rotation.truncated(tail, head)
+
+    def _watch_dirs(self) -> None:
+        dirs = self._discovery.paths.watch_dirs()
+        for tail in self._registry:
+            dirs.add(os.path.dirname(tail.real))
+            dirs.add(os.path.dirname(tail.path))
+        self._watcher.watch(dirs)
+
+    # -- names --------------------------------------------------------------------------------------
+
+    def _on_names(self, paths: list[str]) -> None:
+        """New names, straight from the watcher: open matching files now, then see what they displaced."""
+        try:
+            dirs = {os.path.dirname(p) for p in paths}
+            names = {os.path.basename(p) for p in paths}
+            if self._deadline is not None:
+                return
+            for path in paths:
+                tail = self._discovery.consider_path(path)
+                if tail is not None and self._discovery.last_scan is not None:
+                    self._rotation.find_generations(tail.real, tail.pattern, self._discovery.last_scan, tail.family)
+            for tail in self._registry:
+                if os.path.dirname(tail.path) in dirs or os.path.dirname(tail.real) in dirs:
+                    self._rotation.check_name(tail)
+                    base = os.path.basename(tail.real)
+                    if any(n != base and n.startswith(base) for n in names):
+                        self._rotation.check_copies(tail)
+            self._watch_dirs()
+        except Exception as exc:  # raised again by the reader, which ends the process with it
+            self._callback_error = exc
+            self._watcher.wake()
+
+    def _rescan(self) -> None:
+        """Check every name, then look for new files (the safety net under the watcher)."""
+        known_at: dict[str, FileKey] = {}
+        for tail in self._registry:
+            self._rotation.check_name(tail, known_at)
+        since = self._discovery.last_scan
+        for tail in self._discovery.scan(known_at=known_at):
+            if since is not None:
+                self._rotation.find_generations(tail.real, tail.pattern, since, tail.family)
+        self._watch_dirs()
+
+    def _check_dirs(self) -> None:
+        """A directory that changed may hold a copy made while we could not look: check its files' copies."""
+        by_dir: dict[str, list[Tail]] = {}
+        for tail in self._registry:
+            if tail.rotated is None:
+                by_dir.setdefault(os.path.dirname(tail.real), []).append(tail)
+        for directory, tails in by_dir.items():
+            try:
+                mtime = os.stat(directory).st_mtime_ns
+            except OSError:
+                continue
+            if self._dir_times.get(directory, mtime) != mtime:
+                for tail in tails:
+                    self._rotation.check_copies(tail)
+            self._dir_times[directory] = mtime
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    async def _read_once(self, tail: Tail) -> bool:
+        """Read one chunk from ``tail`` and emit its complete lines; False when there was nothing new."""
+        looked = time.time()
+        try:
+            result = tail.read(self._buffer)
+        except OSError as exc:
+            self._discovery.problems.cannot_read(tail.path, tail.pattern, exc)
+            return False
+        if isinstance(result, Truncated):
+            self._rotation.truncated(tail, result.head)
+            return True
+        tail.looked_at = looked
+        if result is None:
+            return False
+        await self._emit(tail, result)
+        return True
+
+    async def _emit(self, tail: Tail, chunk: Chunk, split: bool = True) -> None:
+        """Hand the chunk's pieces to the sink; the tail's descriptor stays open until the sink returns.
+
+        Every batch is registered with the ledger before the first await: a truncation noticed meanwhile
+        restarts the tail on a new ledger, and these bytes belong to the old one.
+        """
+        observer, pattern = self._observer, tail.pattern
+        batches = []
+        for piece in chunk.pieces:
+            if split and piece.start < 0:
+                observer.long_line(pattern)
+            observer.read(pattern, piece.lines, len(piece.data))
+            batches.append(tail.batch(piece, chunk.base))
+        tail.in_sink += 1
+        self._parked = True
+        try:
+            for batch in batches:
+                await self._sink.emit(batch)
+        finally:
+            tail.in_sink -= 1
+            self._parked = False
+        if tail.give_up and tail.in_sink == 0 and tail.fd >= 0:
+            self._give_up(tail)
+
+    async def _read_round(self, tails: Iterable[Tail], polled: bool = False) -> bool:
+        """One chunk from each of ``tails``, in order; True when anything was read.
+
+        Within a family an older file still being read holds the newer ones back (old before new), and a
+        round ends early when the registry's order changed (a copy or a generation was found), so that the
+        next round reads in the new order.
+        """
+        busy = False
+        held: set[str] = set()
+        order = self._registry.version
+        for tail in tails:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                break
+            if tail.fd < 0:
+                continue
+            if tail.family in held:
+                tail.at_eof = False
+                continue
+            if not (polled and tail.rotated is None and tail.unchanged()) and await self._read_once(tail):
+                busy = True
+            if self._registry.version != order:
+                return True
+            if tail.rotated is not None and not tail.at_eof:
+                held.add(tail.family)
+        return busy
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """The reader: one chunk per file per round, woken by the watcher, until ``stop``; then the drain."""
+        changes = Changes(everything=True)
+        hot: set[Tail] = set()
+        last_wake = 0.0
+        watching = False
+        while not stop.is_set():
+            self._liveness.beat()
+            if self._callback_error is not None:
+                raise self._callback_error
+            if changes.structure:
+                self._rescan()
+            if changes.everything:
+                wanted = list(self._registry)
+            else:
+                wanted = [t for t in self._registry
+                          if t in hot or t.rotated is not None or t.real in changes.paths or t.path in changes.paths]
+            await self._read_round(wanted, polled=changes.everything)
+            hot = {t for t in wanted if not t.at_eof and t.fd >= 0}
+            await self._close_finished()
+            if hot:
+                changes = Changes()
+                await asyncio.sleep(0)
+                continue
+            self._checkpointer.caught_up()
+            if not watching:
+                self._liveness.set_watching(True)
+                watching = True
+            changes = await self._watcher.wait(self._config.poll_interval)
+            now = time.monotonic()
+            if now - last_wake < BUSY_WAKE:
+                await asyncio.sleep(BATCH_PAUSE)
+            last_wake = now
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Read what is readable now (with --drain-timeout: what arrives until files are quiet), by the deadline.
+
+        Partial lines are not emitted here: they stay in the checkpoint and come out whole after a restart.
+        """
+        deadline = self._stopping()
+        quiet_since = time.monotonic()
+        quiet_for = min(QUIET_AFTER_STOP, self._config.drain_timeout)
+        while True:
+            busy = await self._read_round(self._registry)
+            await asyncio.sleep(0)
+            now = time.monotonic()
+            if now >= deadline:
+                if busy:
+                    log.warning("drain_deadline", hint="files still had lines; they stay in the checkpoint")
+                return
+            if busy:
+                quiet_since = now
+                continue
+            if not quiet_for or now - quiet_since >= quiet_for:
+                return
+            await self._watcher.wait(min(0.1, deadline - now))
+
+    # -- letting go ---------------------------------------------------------------------------------
+
+    async def _close_finished(self) -> None:
+        """Close rotated-away files that were read to the end and stayed quiet for ``--rotate-wait``."""
+        now = time.monotonic()
+        for tail in [t for t in self._registry if t.rotated is not None and t.at_eof and t.fd >= 0]:
+            if now - tail.last_growth < self._config.rotate_wait or await self._read_once(tail):
+                continue
+            unfinished = tail.unfinished()
+            if unfinished is not None:
+                piece, base = unfinished
+                await self._emit(tail, Chunk([piece], base), split=False)
+            if tail.ledger.idle and tail.in_sink == 0 and tail.fd >= 0:
+                self._registry.release(tail)
+
+    def _give_up_overdue(self) -> None:
+        """A rotated file the sink could not take in ``--rotate-wait-max`` (receiver down for long) is given up,
+        so that a deleted file's disk space is not held for ever; its unread bytes are counted. A file the
+        sink is still copying from is given up when the sink returns."""
+        now = time.monotonic()
+        for tail in self._registry:
+            if tail.rotated is not None and now - tail.rotated_at >= self._config.rotate_wait_max:
+                if tail.in_sink:
+                    tail.give_up = True
+                else:
+                    self._give_up(tail)
+
+    def _give_up(self, tail: Tail) -> None:
+        try:
+            size = os.fstat(tail.fd).st_size
+        except OSError:
+            size = tail.size
+        unread = max(size - tail.ledger.committed, 0)
+        if unread:
+            self._observer.given_up(tail.pattern, unread)
+            log.warning("rotated_file_given_up", path=tail.path, unread_bytes=unread,
+                        hint="the sink did not take it within --rotate-wait-max")
+        self._registry.release(tail, skip_to=size)
+
+    # -- housekeeping -------------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        behind = 0
+        oldest = now
+        for tail in self._registry:
+            lag = max(tail.size - tail.ledger.committed, 0)
+            behind += lag
+            if lag == 0:
+                tail.behind_since = None
+            elif tail.behind_since is None:
+                tail.behind_since = now
+            oldest = min(oldest, tail.behind_since or now)
+        self._observer.files_watched(len(self._registry))
+        self._observer.backlog(behind, now - oldest)
+
+    async def _keep_house(self, finished: asyncio.Event) -> None:
+        """Every poll interval: notice rotations and new files, give up overdue files, report."""
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), self._config.poll_interval)
+            if finished.is_set():
+                return
+            if self._deadline is None:
+                self._rescan()
+                self._check_dirs()
+            self._give_up_overdue()
+            self._report()
+            self._checkpointer.forget_stale()
+            if self._parked:
+                self._liveness.beat()
+
+    # -- the whole ----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow until ``stop`` is set, drain what is readable, flush the sink and checkpoint."""
+        if not self._started:
+            self.start()
+        self._watcher.start(self._on_names)
+        finished = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._keep_house(finished), name="housekeeping")
+                group.create_task(self._checkpointer.run(finished), name="checkpointer")
+                reader = group.create_task(self._follow(stop), name="reader")
+                await self._stop_when_asked(stop, reader)
+                finished.set()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        finally:
+            self._checkpointer.save_final()
+            self._registry.close_all()
+            self._watcher.close()
+            log.info("stopped", files=len(self._registry), checkpoint=str(self._store.path))
+
+    def _stopping(self) -> float:
+        """Note that we stop (once, whoever notices first) and return the deadline for reading."""
+        if self._deadline is None:
+            self._stop_began = time.monotonic()
+            drain_timeout = self._config.drain_timeout
+            self._deadline = self._stop_began + (drain_timeout if drain_timeout > 0 else READ_GRACE)
+        return self._deadline
+
+    async def _stop_when_asked(self, stop: asyncio.Event, reader: asyncio.Task[None]) -> None:
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        deadline = self._stopping()
+        self._watcher.wake()
+        if not reader.done():
+            await asyncio.wait({reader}, timeout=deadline - time.monotonic() + 0.5)
+        if not reader.done():
+            log.warning("drain_timed_out", hint="the sink did not take the last lines; they stay in the checkpoint")
+            reader.cancel()
+            await asyncio.wait({reader})
+        end = self._stop_began + self._config.drain_timeout + EXIT_GRACE
+        await self._sink.drain(timeout=max(end - time.monotonic(), 0.5))
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to end the process with: ours as it is, anything else named with its task."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, SidecarError | KeyboardInterrupt | SystemExit):
+        return exc
+    log.error("task_failed", error=repr(exc), trace="".join(traceback.format_exception(exc)).strip())
+    failed = TaskFailed(f"internal error, exiting so that the pod restarts: {exc!r}")
+    failed.__cause__ = exc
+    return failed
+

@@ -1,0 +1,216 @@
+"""One open file generation: its descriptor, where we read, what the sink confirmed, what we know of its bytes.
+
+A :class:`Tail` owns its descriptor from open to close. The server may only close it when the sink is not
+using it (:attr:`Tail.in_sink`): a sink may still be copying from the descriptor in the kernel
+(``sendfile``), and a closed number can be reused by another file at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sidecar.core.checkpoint import Entry
+from sidecar.core.events import RotationKind
+from sidecar.core.identity import FileKey, Fingerprint, read_head
+from sidecar.core.ledger import Ledger
+from sidecar.core.lines import Piece, frame
+from sidecar.core.sink import Batch, FileRef, Source
+
+MARK_BYTES = 64
+"""How many bytes just before our position we remember, to recognise a copy that holds all we read."""
+
+
+class ReadBuffer:
+    """The one buffer every read goes through: room for a pending partial line plus one read."""
+
+    __slots__ = ("buf", "max_line", "read_size", "view")
+
+    def __init__(self, max_line: int, read_chunk: int) -> None:
+        self.max_line = max_line
+        self.read_size = min(read_chunk, max_line)
+        self.buf = bytearray(max_line + self.read_size)
+        self.view = memoryview(self.buf)
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """The file no longer holds what we read (shrunk, or rewritten in place); ``head`` is what it holds now."""
+
+    head: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Complete lines read in one go; ``base`` is the file offset of the buffer's first byte."""
+
+    pieces: list[Piece]
+    base: int
+
+
+class Tail:
+    """A file we hold open, followed by identity; see the module docstring.
+
+    ``family`` is the name (the path a glob found) whose successive generations and copies this file
+    belongs to: within a family, an older file is read to its end before a newer one is read on.
+    """
+
+    __slots__ = (
+        "_looked_sig",
+        "_on_advance",
+        "at_eof",
+        "before",
+        "behind_since",
+        "family",
+        "fd",
+        "fp",
+        "generation",
+        "give_up",
+        "in_sink",
+        "key",
+        "last_growth",
+        "ledger",
+        "looked_at",
+        "path",
+        "pattern",
+        "pending",
+        "pos",
+        "real",
+        "rotated",
+        "rotated_at",
+        "seen_at_path",
+        "size",
+        "source",
+    )
+
+    def __init__(self, key: FileKey, fd: int, path: str, pattern: str, offset: int, fp: Fingerprint,
+                 on_advance: Callable[[], None], rotated: RotationKind | None = None, family: str | None = None
+                 ) -> None:
+        now, wall = time.monotonic(), time.time()
+        self.key = key
+        self.fd = fd
+        self.path = path
+        self.real = os.path.realpath(path)
+        self.pattern = pattern
+        self.family = family or path
+        self.pos = offset
+        self.fp = fp
+        self._on_advance = on_advance
+        self.ledger = Ledger(offset, on_advance)
+        self.pending = b""
+        self.before = b""
+        self.generation = 0
+        self.rotated: RotationKind | None = rotated
+        self.rotated_at = now
+        self.at_eof = False
+        self.last_growth = now
+        self.seen_at_path = wall
+        self.looked_at = wall
+        self._looked_sig: tuple[int, int, int] | None = None
+        self.size = 0
+        self.behind_since: float | None = None
+        self.in_sink = 0
+        self.give_up = False
+        self.source = self._source()
+
+    def _source(self) -> Source:
+        return Source(self.path, self.pattern, FileRef(self.key.dev, self.key.ino, self.generation))
+
+    @property
+    def resume(self) -> int:
+        """Where reading would restart after a crash: just past the last complete line read."""
+        return self.pos - len(self.pending)
+
+    def read(self, buffer: ReadBuffer) -> Chunk | Truncated | None:
+        """Read one chunk and frame it; None when there is nothing new. Raises OSError."""
+        head = read_head(self.fd)
+        if not self.fp.matches(head):
+            return Truncated(head)
+        if not self.fp.complete and len(head) > self.fp.length:
+            self.fp = Fingerprint.of(head)
+        carried = len(self.pending)
+        buf, view = buffer.buf, buffer.view
+        buf[:carried] = self.pending
+        got = os.preadv(self.fd, [view[carried : carried + buffer.read_size]], self.pos)
+        if got == 0:
+            size = os.fstat(self.fd).st_size
+            if size < self.pos:
+                return Truncated(read_head(self.fd))
+            self.size = size
+            self.at_eof = True
+            return None
+        end = carried + got
+        base = self.pos - carried
+        self.pos += got
+        self.size = max(self.size, self.pos)
+        self.at_eof = got < buffer.read_size
+        self.last_growth = time.monotonic()
+        self.before = (self.before + bytes(buf[max(0, end - MARK_BYTES) : end]))[-MARK_BYTES:]
+        pieces, rest = frame(buf, view, end, buffer.max_line)
+        self.pending = bytes(buf[rest:end])
+        return Chunk(pieces, base)
+
+    def unchanged(self) -> bool:
+        """True when the file's size and times are what they were at the last call and we read all of it.
+
+        A poll that finds a file unchanged need not read it: one ``fstat`` instead of three calls.
+        """
+        try:
+            st = os.fstat(self.fd)
+        except OSError:
+            return False
+        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        same = sig == self._looked_sig and st.st_size == self.pos and self.at_eof
+        self._looked_sig = sig
+        return same
+
+    def batch(self, piece: Piece, base: int) -> Batch:
+        """The sink's view of ``piece``; committing it moves this generation's ledger."""
+        offset = base + piece.start if piece.start >= 0 else -1
+        commit = self.ledger.add(base + piece.end)
+        return Batch(self.source, piece.data, piece.lines, self.fd, offset, commit)
+
+    def unfinished(self) -> tuple[Piece, int] | None:
+        """The incomplete last line, with a newline of our own, for a file we let go (it can never complete)."""
+        if not self.pending:
+            return None
+        data, self.pending = self.pending + b"\n", b""
+        piece = Piece(memoryview(data), 1, -1, len(data) - 1)
+        return piece, self.pos - piece.end
+
+    def restart(self, head: bytes) -> None:
+        """The content was replaced (truncated, rewritten): follow the new content from its first byte."""
+        self.pos = 0
+        self.generation += 1
+        self.pending = b""
+        self.before = b""
+        self.fp = Fingerprint.of(head)
+        self.ledger = Ledger(0, self._on_advance)
+        self.at_eof = False
+        self.source = self._source()
+
+    def let_go(self, kind: RotationKind) -> None:
+        """Its name now belongs to another file (or none): read on to the end, then close."""
+        self.rotated = kind
+        self.rotated_at = time.monotonic()
+        self.at_eof = False
+
+    def holds_known_bytes(self, fd: int, size: int) -> bool:
+        """Whether the file on ``fd`` (``size`` bytes) begins with every byte we know of this one's content.
+
+        Checked are the fingerprinted head and the bytes just before our position (an offset marker, as
+        Fluent Bit keeps one): two files that only share a banner or a CSV header are told apart.
+        """
+        if size < self.fp.length or not self.fp.matches(os.pread(fd, self.fp.length, 0)):
+            return False
+        mark = self.before
+        if not mark or self.pos <= self.fp.length or size < self.pos:
+            return True
+        return os.pread(fd, len(mark), self.pos - len(mark)) == mark
+
+    def entry(self, now: float) -> Entry:
+        return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, self.ledger.committed,
+                     self.real, self.pattern, now)
+
