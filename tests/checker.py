@@ -6,6 +6,13 @@ expected stream (a torn line, two lines glued together, a payload from the wrong
 Lines of streams the caller did not ask about are counted apart as ``foreign`` so that several writers,
 or a probe line, can share one output.
 
+Order is checked too, since stream mode promises the bytes of each file as they are: the first
+appearance of each line must come after the first appearance of every lower-numbered line of the same
+file (repeats, e.g. after a SIGKILL, are judged by ``may_duplicate``, not by order). Which lines shared a
+file is the caller's knowledge (``files``, e.g. :attr:`tests.writer.LogWriter.files`); without it a
+stream is taken as one file. Senders that promise no order (agent mode over several receivers) pass
+``ordered=False``.
+
 Tests assert ``report.ok`` and print :meth:`Report.summary` on failure; it names the first few
 offending sequence numbers, which is usually enough to see the pattern (a whole generation missing,
 a range repeated after a restart).
@@ -30,6 +37,7 @@ from tests.writer import payload
 _LINE = re.compile(rb"^(\S+) (\d{8}) (.*)$", re.DOTALL)
 
 Key = tuple[str, int]
+Files = Mapping[str, Iterable[Iterable[int]]]
 
 
 @dataclass
@@ -41,12 +49,13 @@ class Report:
     duplicated: list[Key] = field(default_factory=list)
     corrupted: list[bytes] = field(default_factory=list)
     unexpected: list[Key] = field(default_factory=list)
+    out_of_order: list[tuple[Key, Key]] = field(default_factory=list)
     foreign: int = 0
 
     @property
     def ok(self) -> bool:
-        """Every expected line exactly once (or as allowed), nothing corrupted or invented."""
-        return not (self.lost or self.duplicated or self.corrupted or self.unexpected)
+        """Every expected line exactly once (or as allowed), in order, nothing corrupted or invented."""
+        return not (self.lost or self.duplicated or self.corrupted or self.unexpected or self.out_of_order)
 
     @property
     def delivered(self) -> int:
@@ -66,6 +75,10 @@ class Report:
             parts.append(f"duplicated={len(self.duplicated)} [{first(self.duplicated)}]")
         if self.unexpected:
             parts.append(f"unexpected={len(self.unexpected)} [{first(self.unexpected)}]")
+        if self.out_of_order:
+            shown = ", ".join(f"{s}:{n} after {s}:{m}" for (s, n), (_, m) in self.out_of_order[:8])
+            more = " ..." if len(self.out_of_order) > 8 else ""
+            parts.append(f"out_of_order={len(self.out_of_order)} [{shown}{more}]")
         if self.corrupted:
             shown = "; ".join(repr(line[:120]) for line in self.corrupted[:5])
             parts.append(f"corrupted={len(self.corrupted)} [{shown}]")
@@ -80,12 +93,27 @@ def split_lines(output: bytes) -> list[bytes]:
     return lines
 
 
+@dataclass
+class Parsed:
+    """The intact lines of the streams asked about (counted, and in output order), and the rest."""
+
+    counts: Counter[Key] = field(default_factory=Counter)
+    order: list[Key] = field(default_factory=list)
+    corrupted: list[bytes] = field(default_factory=list)
+    foreign: int = 0
+
+
 def parse(output: bytes, streams: Iterable[str]) -> tuple[Counter[Key], list[bytes], int]:
     """Count intact lines of ``streams``; return them, the corrupted lines, and the foreign count."""
+    parsed = scan(output, streams)
+    return parsed.counts, parsed.corrupted, parsed.foreign
+
+
+def scan(output: bytes, streams: Iterable[str]) -> Parsed:
+    """:func:`parse`, also keeping the intact lines in the order they came out."""
     wanted = {s.encode() for s in streams}
-    counts: Counter[Key] = Counter()
-    corrupted: list[bytes] = []
-    foreign = 0
+    parsed = Parsed()
+    counts, order, corrupted = parsed.counts, parsed.order, parsed.corrupted
     for line in split_lines(output):
         match = _LINE.match(line)
         if match is None:
@@ -96,16 +124,52 @@ def parse(output: bytes, streams: Iterable[str]) -> tuple[Counter[Key], list[byt
             if any(w in line for w in wanted):  # another line glued onto ours
                 corrupted.append(line)
             else:
-                foreign += 1
+                parsed.foreign += 1
             continue
         stream, seq = stream_bytes.decode(), int(number)
         if body != payload(stream, seq):
             corrupted.append(line)
         else:
             counts[(stream, seq)] += 1
+            order.append((stream, seq))
     if output and not output.endswith(b"\n"):
         corrupted.append(b"<output does not end in a newline>")
-    return counts, corrupted, foreign
+    return parsed
+
+
+def out_of_order(order: Iterable[Key], files: Mapping[Key, int]) -> list[tuple[Key, Key]]:
+    """Lines whose first appearance follows a higher-numbered line of the same file, each with that line.
+
+    ``files`` names the file of each line; lines it does not name are not judged.
+    """
+    seen: set[Key] = set()
+    highest: dict[int, Key] = {}
+    found: list[tuple[Key, Key]] = []
+    for key in order:
+        if key in seen:
+            continue
+        seen.add(key)
+        file = files.get(key)
+        if file is None:
+            continue
+        top = highest.get(file)
+        if top is not None and top[1] > key[1]:
+            found.append((key, top))
+        else:
+            highest[file] = key
+    return found
+
+
+def _file_of(expected: Mapping[str, Iterable[int]], files: Files | None) -> dict[Key, int]:
+    """Each expected line's file number: from ``files`` where given, else one file per stream."""
+    given = files or {}
+    file_of: dict[Key, int] = {}
+    number = 0
+    for stream, seqs in expected.items():
+        for group in given.get(stream, [seqs]):
+            file_of.update(((stream, seq), number) for seq in group)
+            number += 1
+    return file_of
 
 
 def check(
@@ -114,25 +178,31 @@ def check(
     *,
     may_lose: Mapping[str, Iterable[int]] | None = None,
     may_duplicate: Mapping[str, Iterable[int]] | None = None,
+    files: Files | None = None,
+    ordered: bool = True,
 ) -> Report:
     """Compare ``output`` with the lines written per stream.
 
     ``may_lose`` are written lines whose absence is allowed (bytes destroyed before they could be read);
     ``may_duplicate`` are lines allowed to appear more than once (read again after a SIGKILL).
-    Lines in ``may_lose`` count as expected when they do appear.
+    Lines in ``may_lose`` count as expected when they do appear. ``files`` groups a stream's lines by the
+    file that held them, for the order check (see the module docstring); ``ordered=False`` skips it.
     """
+    expected = {s: list(seqs) for s, seqs in expected.items()}
     want = {(s, n) for s, seqs in expected.items() for n in seqs}
     optional = {(s, n) for s, seqs in (may_lose or {}).items() for n in seqs}
     repeatable = {(s, n) for s, seqs in (may_duplicate or {}).items() for n in seqs}
     streams = set(expected) | set(may_lose or {})
-    counts, corrupted, foreign = parse(output, streams)
+    parsed = scan(output, streams)
+    counts = parsed.counts
     return Report(
         counts=counts,
         lost=sorted(want - optional - set(counts)),
         duplicated=sorted(k for k, c in counts.items() if c > 1 and k not in repeatable),
-        corrupted=corrupted,
+        corrupted=parsed.corrupted,
         unexpected=sorted(set(counts) - want - optional),
-        foreign=foreign,
+        out_of_order=out_of_order(parsed.order, _file_of(expected, files)) if ordered else [],
+        foreign=parsed.foreign,
     )
 
 
@@ -142,9 +212,11 @@ def assert_exactly_once(
     *,
     may_lose: Mapping[str, Iterable[int]] | None = None,
     may_duplicate: Mapping[str, Iterable[int]] | None = None,
+    files: Files | None = None,
+    ordered: bool = True,
 ) -> Report:
     """:func:`check`, failing the test with the report's summary unless every line came out exactly once."""
-    report = check(output, expected, may_lose=may_lose, may_duplicate=may_duplicate)
+    report = check(output, expected, may_lose=may_lose, may_duplicate=may_duplicate, files=files, ordered=ordered)
     assert report.ok, report.summary()
     return report
 

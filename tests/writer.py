@@ -54,6 +54,10 @@ class LogWriter:
 
     ``written`` lists the sequence numbers whose complete line reached a file, in order; a line begun
     with :meth:`write_partial` joins it only once :meth:`write` or :meth:`finish_partial` completes it.
+    ``files`` splits ``written`` by the file (inode) the lines went into, for the checker's order within
+    each file: a new one begins when the writer opens another file (a reopen after a rename, a delete).
+    A truncation keeps the file, so the lines written after a copytruncate must still follow those
+    before it, even though the sidecar reads part of those from the copy.
     """
 
     def __init__(self, path: Path, stream: str = "app", first_seq: int = 0) -> None:
@@ -61,6 +65,7 @@ class LogWriter:
         self.stream = stream
         self.next_seq = first_seq
         self.written: list[int] = []
+        self.files: list[list[int]] = [[]]
         self._pending = b""  # the rest of a line started by write_partial
         self._fd: int | None = None
 
@@ -86,6 +91,7 @@ class LogWriter:
                 self._write_all(make_line(self.stream, seq))
         self.next_seq += count
         self.written.extend(seqs)
+        self.files[-1].extend(seqs)
         return seqs
 
     def write_partial(self, nbytes: int | None = None) -> int:
@@ -103,6 +109,7 @@ class LogWriter:
             self._write_all(self._pending)
             self._pending = b""
             self.written.append(self.next_seq)
+            self.files[-1].append(self.next_seq)
             self.next_seq += 1
 
     def abandon_partial(self) -> None:
@@ -135,10 +142,12 @@ class LogWriter:
         """Unlink the file and let go of it; the next write creates a new one."""
         os.unlink(self.path)
         self.close()
+        self._next_file()
 
     def reopen(self) -> None:
         """Close and reopen ``path`` (creating it), as an application does on SIGHUP after a rotation."""
         self.close()
+        self._next_file()
         _ = self.fd
 
     def close(self) -> None:
@@ -146,6 +155,10 @@ class LogWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _next_file(self) -> None:
+        if self.files[-1]:
+            self.files.append([])
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
