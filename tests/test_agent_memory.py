@@ -2,22 +2,30 @@
 
 A backlog far larger than the in-flight window is waiting and the application keeps writing, while the
 receiver either never acknowledges or refuses connections. Reading must stop once ``--max-in-flight``
-chunks and the open chunk are full, the lag must grow instead, nothing may be committed, and the peak
-resident memory (``VmHWM``) must stay under the 60 MiB the issue allows. No timing is measured: the
-test waits until reading has stopped, then checks where it stopped.
+chunks and the open chunk are full, the lag must grow instead, and the peak resident memory
+(``VmHWM``) must stay under the 60 MiB the issue allows. No timing is measured: the test waits until
+reading has stopped, then checks where it stopped. What differs between the two receivers is what
+they prove besides: one that reads but never acks gets the window and nothing is committed; one that
+refuses, once it comes back, gets the backlog and the checkpoint moves on.
 """
 
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import SidecarFactory, read_state
+from tests.conftest import (
+    SidecarFactory,
+    SidecarProcess,
+    metric,
+    peak_rss_kib,
+    scrape,
+    state_entry,
+    wait_for_checkpoint,
+)
 from tests.forward_receiver import ForwardReceiver
 from tests.prom import free_port
 from tests.writer import BackgroundWriter, LogWriter
@@ -29,27 +37,21 @@ PEAK_LIMIT_KIB = 60 * 1024
 READ_BOUND = (4 + 1) * 2 * MIB + MIB
 
 
-@pytest.fixture(params=["never_acks", "refuses"])
-def receiver(request: pytest.FixtureRequest) -> Iterator[ForwardReceiver]:
-    """A receiver that reads every chunk and acknowledges none, or a port that refuses connections."""
-    running = ForwardReceiver(ack_mode="never")
-    running.start()
-    if request.param == "refuses":
-        running.stop()
-    yield running
-    running.stop()
+@dataclass(frozen=True)
+class Stalled:
+    """The sidecar once reading stopped, and its counters then and one second later."""
+
+    proc: SidecarProcess
+    port: int
+    writer: LogWriter
+    stopped: dict[str, float]
+    later: dict[str, float]
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Every sample on the sidecar's ``/metrics``, by name (each series the test reads has one)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def peak_rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+def counters(port: int) -> dict[str, float]:
+    samples = scrape(port)
+    names = ("sidecar_bytes_read_total", "sidecar_lag_bytes", "sidecar_lines_delivered_total")
+    return {name: metric(samples, name) for name in names}
 
 
 def wait_until_reading_stops(port: int, quiet: float = 1.0, timeout: float = 12.0) -> dict[str, float]:
@@ -57,8 +59,8 @@ def wait_until_reading_stops(port: int, quiet: float = 1.0, timeout: float = 12.
     deadline = time.monotonic() + timeout
     last, since = -1.0, time.monotonic()
     while time.monotonic() < deadline:
-        samples = scrape(port)
-        read = samples.get("sidecar_bytes_read_total", 0.0)
+        samples = counters(port)
+        read = samples["sidecar_bytes_read_total"]
         if read != last:
             last, since = read, time.monotonic()
         elif read > 0 and time.monotonic() - since >= quiet:
@@ -67,9 +69,9 @@ def wait_until_reading_stops(port: int, quiet: float = 1.0, timeout: float = 12.
     raise AssertionError(f"reading never stopped: {last:.0f} bytes read after {timeout}s")
 
 
-def test_memory_stays_bounded_and_reading_stops_while_the_receiver_takes_nothing(
-    sidecar: SidecarFactory, log_dir: Path, checkpoint_dir: Path, receiver: ForwardReceiver
-) -> None:
+@contextmanager
+def stalled_agent(sidecar: SidecarFactory, log_dir: Path, receiver: ForwardReceiver) -> Iterator[Stalled]:
+    """An agent with a ~22 MiB backlog and an app writing ~10k lines/s, once its reading has stopped."""
     writer = LogWriter(log_dir / "app.log")
     writer.write(200_000)  # ~22 MiB: twice what the window can hold
     port = free_port()
@@ -79,20 +81,51 @@ def test_memory_stays_bounded_and_reading_stops_while_the_receiver_takes_nothing
         *("--metrics-port", str(port), "--metrics-address", "127.0.0.1"),
         mode="agent",
     )
-    app = BackgroundWriter(writer, interval=0.001, per_write=10)  # the app keeps writing, ~10k lines/s
+    app = BackgroundWriter(writer, interval=0.001, per_write=10)
     app.start()
     try:
         stopped = wait_until_reading_stops(port)
         time.sleep(1.0)
-        later = scrape(port)
+        later = counters(port)
     finally:
         app.stop()
+    yield Stalled(proc, port, writer, stopped, later)
+    proc.kill()  # a SIGTERM would wait out the drain grace for a receiver that takes nothing
+
+
+def assert_paused_with_bounded_memory(stalled: Stalled) -> None:
+    """Reading stopped within the window, stayed stopped while the lag grew, and memory stayed bounded."""
+    stopped, later = stalled.stopped, stalled.later
     assert 0 < stopped["sidecar_bytes_read_total"] <= READ_BOUND
     assert later["sidecar_bytes_read_total"] == stopped["sidecar_bytes_read_total"]
     assert later["sidecar_lag_bytes"] > stopped["sidecar_lag_bytes"] > 20 * MIB
-    assert later["sidecar_lines_delivered_total"] == 0
-    assert all(entry["offset"] == 0 for entry in read_state(checkpoint_dir))
-    assert len(receiver.messages) <= 4  # what --max-in-flight allows, each received once
-    peak = peak_rss_kib(proc.proc.pid)
+    peak = peak_rss_kib(stalled.proc.proc.pid)
     assert peak < PEAK_LIMIT_KIB, f"peak RSS {peak / 1024:.1f} MiB"
-    proc.kill()  # a SIGTERM would wait out the drain grace for a receiver that takes nothing
+
+
+def test_memory_stays_bounded_and_nothing_is_committed_while_the_receiver_never_acks(
+    sidecar: SidecarFactory, log_dir: Path, checkpoint_dir: Path
+) -> None:
+    with ForwardReceiver(ack_mode="never") as receiver, stalled_agent(sidecar, log_dir, receiver) as stalled:
+        assert_paused_with_bounded_memory(stalled)
+        assert stalled.later["sidecar_lines_delivered_total"] == 0
+        assert state_entry(checkpoint_dir, stalled.writer.path)["offset"] == 0
+        assert 1 <= len(receiver.messages) <= 4  # what --max-in-flight allows, each received once
+
+
+def test_memory_stays_bounded_while_the_receiver_refuses_and_the_backlog_flows_once_it_is_back(
+    sidecar: SidecarFactory, log_dir: Path, checkpoint_dir: Path
+) -> None:
+    receiver = ForwardReceiver()
+    receiver.start()
+    receiver.stop()  # its port now refuses connections
+    try:
+        with stalled_agent(sidecar, log_dir, receiver) as stalled:
+            assert_paused_with_bounded_memory(stalled)
+            assert f"receiver=127.0.0.1:{receiver.port}" in stalled.proc.wait_stderr("receiver_down")
+            receiver.start()
+            receiver.wait_until(lambda r: len(r.events()) >= 100_000, timeout=30)
+            wait_for_checkpoint(checkpoint_dir, stalled.writer.path, 1)
+            assert metric(scrape(stalled.port), "sidecar_bytes_read_total") > READ_BOUND
+    finally:
+        receiver.stop()
