@@ -219,6 +219,16 @@ class SidecarProcess:
                 found.add((st.st_dev, st.st_ino))
         return found
 
+    def wait_let_go(self, key: tuple[int, int], timeout: float = 10.0) -> None:
+        """Wait until the current run no longer holds the file ``key`` (dev, inode) open."""
+        deadline = time.monotonic() + timeout
+        while key in self.open_files():
+            if not self.running:
+                raise SidecarDied(f"sidecar exited while holding {key}\n{self.stderr()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sidecar still holds {key} open after {timeout}s\n{self.stderr()}")
+            time.sleep(0.02)
+
     def output(self) -> bytes:
         """The stdout of every run so far, in order."""
         return b"".join(run.stdout_path.read_bytes() for run in self.runs if run.stdout_path.exists())
