@@ -72,7 +72,7 @@ def test_real_logrotate_rename_with_app_reopening_after_it(
     written = background.stop()
     sc.wait_delivered({"app": written})
     assert sc.stop() == 0
-    assert_exactly_once(sc.output(), {"app": written})
+    assert_exactly_once(sc.output(), {"app": written}, files={"app": background.writer.files})
 
 
 def _copytruncate_by_writer(tmp_path: Path, writer: LogWriter) -> None:
@@ -83,6 +83,7 @@ def _copytruncate_by_logrotate(tmp_path: Path, writer: LogWriter) -> None:
     logrotate(tmp_path, writer.path, "    copytruncate")
 
 
+@pytest.mark.parametrize("watch", ["auto", "poll"])
 @pytest.mark.parametrize(
     "copytruncate", [_copytruncate_by_writer, _copytruncate_by_logrotate], ids=["by-app", "by-logrotate"]
 )
@@ -91,11 +92,12 @@ def test_copytruncate_while_sidecar_is_behind_reads_missing_lines_from_the_copy(
     log_dir: Path,
     sidecar: SidecarFactory,
     copytruncate: Callable[[Path, LogWriter], None],
+    watch: str,
 ) -> None:
     app = log_dir / "app.log"
     writer = LogWriter(app)
     writer.write(1000)
-    sc = sidecar(app)
+    sc = sidecar(app, "--watch", watch)
     sc.wait_for_lines(1000)
     sc.pause()
     writer.write(500)
@@ -142,7 +144,7 @@ def test_copy_beside_a_file_renamed_while_behind_is_not_read_as_a_new_generation
     sc.wait_delivered({"app": writer.written})
     sc.wait_quiet(0.3)
     assert sc.stop() == 0
-    assert_exactly_once(sc.output(), {"app": writer.written})
+    assert_exactly_once(sc.output(), {"app": writer.written}, files={"app": writer.files})
 
 
 def test_copy_found_while_logrotate_is_still_writing_it_is_not_read_from_the_middle(
