@@ -78,7 +78,8 @@ class Report:
         if self.out_of_order:
             shown = ", ".join(f"{s}:{n} after {s}:{m}" for (s, n), (_, m) in self.out_of_order[:8])
             more = " ..." if len(self.out_of_order) > 8 else ""
-            parts.append(f"out_of_order={len(self.out_of_order)} [{shown}{more}]")
+            parts.append(f"out_of_order={len(self.out_of_order)} [{shown}{more}] (judged within each file:"
+                         " a stream written into several files needs check(files=...), e.g. LogWriter.files)")
         if self.corrupted:
             shown = "; ".join(repr(line[:120]) for line in self.corrupted[:5])
             parts.append(f"corrupted={len(self.corrupted)} [{shown}]")
