@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import struct
 import time
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
-from sidecar.core.sink import Batch, Source
+from sidecar.core.sink import Batch, FileRef, Source
 from sidecar.errors import ForwardError
 from sidecar.forward.client import ForwardOptions, Receiver
 from sidecar.forward.pool import ForwardPool
@@ -36,6 +38,8 @@ Record = tuple[int, dict[str, Any]]
 class Sent:
     tag: str
     records: list[Record]
+    nbytes: int
+    compress: bool
 
 
 class Sender:
@@ -47,13 +51,14 @@ class Sender:
         self.acking.set()
         self.closed = False
 
-    async def send_chunk(self, tag: str, entries: list[bytes], count: int) -> None:
-        unpacker = msgpack.Unpacker(raw=False)
-        unpacker.feed(b"".join(entries))
+    async def send_chunk(self, tag: str, entries: list[bytes], count: int, compress: bool = False) -> None:
+        payload = b"".join(entries)
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(payload) + 1)
+        unpacker.feed(payload)
         entries.clear()
         records = [(_time_ns(t), r) for t, r in unpacker]
         assert len(records) == count
-        self.sent.append(Sent(tag, records))
+        self.sent.append(Sent(tag, records, len(payload), compress))
         waiter = asyncio.create_task(self.acking.wait())
         while not waiter.done():
             if self.closed:
@@ -102,12 +107,13 @@ class Harness:
         self.committed: list[int] = []
         self._next = 0
 
-    async def emit(self, data: bytes, path: str = "/logs/app.log") -> int:
-        """Emit ``data`` as one batch; returns its number (as recorded in ``committed``)."""
+    async def emit(self, data: bytes, path: str = "/logs/app.log", file: FileRef | None = None) -> int:
+        """Emit ``data`` as one batch of ``file`` (by default one identity per path); returns its number
+        (as recorded in ``committed``)."""
         number = self._next
         self._next += 1
         batch = Batch(
-            Source(path, "/logs/*.log"),
+            Source(path, "/logs/*.log", file or FileRef(1, zlib.crc32(path.encode()))),
             memoryview(bytearray(data)),
             data.count(b"\n"),
             -1,
@@ -128,6 +134,7 @@ def make_harness(
     multiline_start: str | None = None,
     fields: dict[str, str] | None = None,
     tag: str = "app.{file_stem}",
+    on_tick: Callable[[], None] | None = None,
 ) -> Harness:
     sender = Sender()
     observer = Observer()
@@ -146,6 +153,7 @@ def make_harness(
         observer,
         options or SinkOptions(flush_interval=0.05, multiline_timeout=0.05),
         make_rule_factory(multiline, multiline_start),
+        on_tick=on_tick,
     )
     sink.start()
     return Harness(sink, sender, observer)
@@ -220,14 +228,40 @@ def test_chunks_are_bounded_by_records_and_a_split_batch_commits_after_all_its_c
     run(scenario)
 
 
-def test_chunks_are_bounded_by_bytes() -> None:
+@pytest.mark.parametrize("parser", ["none", "json"])
+def test_chunks_never_exceed_chunk_bytes_and_are_sealed_only_when_the_next_record_would(parser: str) -> None:
+    rng = random.Random(7)
+    lines = [b'{"n":%d,"pad":"%s"}' % (i, b"p" * rng.randrange(0, 400)) for i in range(600)]
+
     async def scenario() -> None:
-        h = make_harness(SinkOptions(chunk_bytes=4096, flush_interval=0.05))
-        await h.emit(b"x" * 99 + b"\n" * 1 + (b"y" * 99 + b"\n") * 199)
+        h = make_harness(SinkOptions(chunk_bytes=4096, flush_interval=0.05), parser=parser)
+        await h.emit(b"".join(line + b"\n" for line in lines[:250]))
+        await h.emit(b"".join(line + b"\n" for line in lines[250:]))
         await h.sink.drain(1)
-        assert sum(len(s.records) for s in h.sender.sent) == 200
-        assert len(h.sender.sent) >= 5
-        assert all(len(s.records) * 100 <= 2 * 4096 for s in h.sender.sent)
+        assert [r.get("log") or r["n"] for s in h.sender.sent for _, r in s.records] == (
+            [line.decode() for line in lines] if parser == "none" else list(range(600))
+        )
+        largest_entry = max(len(msgpack.packb(r)) + 11 for s in h.sender.sent for _, r in s.records)
+        for sent in h.sender.sent[:-1]:
+            assert 4096 - largest_entry - 4 * len(sent.records) < sent.nbytes <= 4096
+        assert h.sender.sent[-1].nbytes <= 4096
+
+    run(scenario)
+
+
+def test_record_larger_than_chunk_bytes_goes_alone_uncompressed_in_order() -> None:
+    async def scenario() -> None:
+        h = make_harness(SinkOptions(chunk_bytes=4096, compress=True, flush_interval=0.05))
+        await h.emit(b"before\n" + b"B" * 10_000 + b"\nafter\n")
+        await h.sink.drain(1)
+        assert [(s.compress, [r["log"][:3] for _, r in s.records]) for s in h.sender.sent] == [
+            (True, ["bef"]),
+            (False, ["BBB"]),
+            (True, ["aft"]),
+        ]
+        assert h.sender.sent[1].nbytes > 10_000
+        assert h.sink.oversized == 1
+        assert h.committed == [0]
 
     run(scenario)
 
@@ -389,17 +423,71 @@ def test_multiline_group_over_its_line_bound_is_split_and_counted() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize("successor", [FileRef(1, 2, 0), FileRef(1, 1, 1)], ids=["new-inode", "truncated"])
+def test_multiline_groups_of_two_generations_at_one_path_never_join(successor: FileRef) -> None:
+    async def scenario() -> None:
+        options = SinkOptions(flush_interval=0.05, multiline_timeout=60)
+        h = make_harness(options, multiline_start=r"^S")
+        await h.emit(b"S old generation\n  its last line\n", file=FileRef(1, 1, 0))
+        await h.emit(b"  first line of the new one\nS next\n", file=successor)
+        await h.sink.drain(1)
+        assert sorted(h.sender.lines()) == [
+            "  first line of the new one",
+            "S next",
+            "S old generation\n  its last line",
+        ]
+
+    run(scenario)
+
+
+def test_group_flushed_by_the_timer_never_overtakes_lines_still_waiting_for_the_window() -> None:
+    async def scenario() -> None:
+        options = SinkOptions(chunk_records=2, max_in_flight=1, flush_interval=60, multiline_timeout=0.05)
+        h = make_harness(options, multiline_start=r"^S")
+        h.sender.acking.clear()
+        await h.emit(b"S0\nS1\nS2\n")  # S0 S1 fill the window; S2 waits for its group's end
+        emitting = asyncio.ensure_future(h.emit(b"S3\nS4\nS5\nS6\nS7\n"))
+        await asyncio.sleep(0.3)  # S7's group times out while S3..S6 wait for room
+        assert not emitting.done()
+        h.sender.acking.set()
+        await emitting
+        await h.sink.drain(1)
+        assert h.sender.lines() == [f"S{i}" for i in range(8)]
+        assert h.committed == [0, 1]
+
+    run(scenario)
+
+
+def test_tick_keeps_running_while_the_in_flight_window_is_full() -> None:
+    async def scenario() -> None:
+        ticks: list[float] = []
+        options = SinkOptions(max_in_flight=1, flush_interval=0.02)
+        h = make_harness(options, on_tick=lambda: ticks.append(time.monotonic()))
+        h.sender.acking.clear()
+        await h.emit(b"in flight\n")
+        await until(lambda: len(h.sender.sent) == 1)
+        await h.emit(b"waits for the window\n")
+        await asyncio.sleep(0.1)  # the flush timer has sealed it by now: it waits for room
+        seen = len(ticks)
+        await until(lambda: len(ticks) >= seen + 5)
+        assert len(h.sender.sent) == 1
+        h.sender.acking.set()
+        await until(lambda: h.committed == [0, 1])
+        await h.sink.drain(1)
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_sink_through_real_pool_to_receiver_delivers_every_line(compress: bool) -> None:
     with ForwardReceiver() as receiver:
 
         async def scenario() -> None:
-            pool = ForwardPool([Receiver("127.0.0.1", receiver.port)], ForwardOptions(compress=compress))
+            pool = ForwardPool([Receiver("127.0.0.1", receiver.port)], ForwardOptions())
             observer = Observer()
             shape = RecordShape(TagTemplate("t.{file}", {}), "log", "file", {}, {})
-            sink = ForwardSink(
-                pool, shape, Encoder("log", None, None, observer), observer, SinkOptions(chunk_records=1000)
-            )
+            options = SinkOptions(chunk_records=1000, compress=compress)
+            sink = ForwardSink(pool, shape, Encoder("log", None, None, observer), observer, options)
             sink.start()
             committed: list[int] = []
             for start in range(0, 5000, 500):

@@ -57,9 +57,9 @@ def lines(prefix: str, count: int) -> list[bytes]:
     return [f"{prefix}-{i}".encode() for i in range(count)]
 
 
-async def send(pool: ForwardPool, batch: Sequence[bytes]) -> None:
+async def send(pool: ForwardPool, batch: Sequence[bytes], compress: bool = False) -> None:
     entries, count = pack_line_entries(batch, 1_700_000_000_000_000_000)
-    await pool.send_chunk("app.log", [entries], count)
+    await pool.send_chunk("app.log", [entries], count, compress)
 
 
 def with_pool(
@@ -188,12 +188,15 @@ def test_connection_dropped_by_receiver_is_resent() -> None:
         assert receiver.connections == 2
 
 
-def test_gzip_chunks_are_delivered() -> None:
-    options = ForwardOptions(compress=True, ack_timeout=2)
+def test_gzip_chunks_are_delivered_compressed_when_asked_per_chunk() -> None:
+    async def body(pool: ForwardPool) -> None:
+        await send(pool, lines("z", 100), compress=True)
+        await send(pool, [b"plain"])
+
     with ForwardReceiver() as receiver:
-        with_pool([receiver], lambda pool: send(pool, lines("z", 100)), options=options)
-        assert [m.mode for m in receiver.messages] == ["CompressedPackedForward"]
-        assert logged(receiver) == [f"z-{i}" for i in range(100)]
+        with_pool([receiver], body)
+        assert [m.mode for m in receiver.messages] == ["CompressedPackedForward", "PackedForward"]
+        assert logged(receiver) == [*(f"z-{i}" for i in range(100)), "plain"]
 
 
 def test_without_ack_chunks_are_sent_and_not_waited_for() -> None:
@@ -268,3 +271,15 @@ def test_send_chunk_lets_go_of_the_pieces_before_the_ack_so_a_chunk_in_flight_is
 
         with_pool([receiver], body)
         assert logged(receiver) == ["one", "two"]
+
+
+def test_chunks_written_again_after_a_broken_connection_keep_the_order_they_were_handed_over() -> None:
+    with ForwardReceiver(close_after=3) as receiver:
+
+        async def body(pool: ForwardPool) -> None:
+            await asyncio.gather(*(send(pool, [b"c%d" % i]) for i in range(12)))
+
+        with_pool([receiver], body)
+        first_arrivals = list(dict.fromkeys(logged(receiver)))
+        assert first_arrivals == [f"c{i}" for i in range(12)]
+        assert receiver.connections == 2

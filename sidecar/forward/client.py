@@ -104,8 +104,6 @@ class ForwardOptions:
     connect_timeout: float = 10.0
     #: Chunks written but not yet acknowledged, per connection.
     max_in_flight: int = 4
-    #: Send entries gzip-compressed (CompressedPackedForward).
-    compress: bool = False
     #: Reconnect backoff: first delay and cap, in seconds (exponential, with jitter).
     retry_min: float = 0.5
     retry_max: float = 30.0

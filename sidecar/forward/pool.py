@@ -11,12 +11,16 @@ broke before its ack is resent (with the same chunk id) on whatever receiver is 
 That is what makes agent mode at-least-once: the sink commits a batch only after ``send_chunk``
 returned. With ``require_ack`` off, ``send_chunk`` returns once the bytes are written and a connection
 loss can drop chunks already written.
+
+Chunks are written in the order they were handed over, and so are resends: each waits until every chunk
+before it is written on the same connection, so a receiver restart does not reorder a file's lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections.abc import Sequence
@@ -106,6 +110,13 @@ class _State:
         return self.live() is None and now >= self.next_attempt and not self.lock.locked()
 
 
+@dataclass(slots=True)
+class _Unacked:
+    """A chunk handed to the pool and not yet acknowledged: where it was last written, if anywhere still open."""
+
+    written_on: Connection | None = None
+
+
 class ForwardPool:
     """Chunks to the first receiver that is up, failing over in order; see the module docstring."""
 
@@ -123,10 +134,15 @@ class ForwardPool:
         self._probes: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._closed = False
+        self._tickets = itertools.count()
+        self._unacked: dict[int, _Unacked] = {}
+        self._progress = asyncio.Event()
 
-    async def send_chunk(self, tag: str, entries: list[bytes], count: int) -> None:
+    async def send_chunk(self, tag: str, entries: list[bytes], count: int, compress: bool = False) -> None:
         """Deliver ``count`` msgpack entries, concatenated in the pieces ``entries``, under ``tag``.
 
+        ``compress`` sends them gzip-compressed (CompressedPackedForward); the sender decides per chunk,
+        since only it knows whether the chunk fits what a receiver decompresses in one piece.
         Returns once acknowledged. The pool takes the pieces: it packs them into the message and empties
         the list, so the message is the one copy of a chunk kept until its ack (with the pieces kept as
         well, every chunk in flight would cost twice its size). Resends on any receiver trouble, waiting
@@ -134,27 +150,15 @@ class ForwardPool:
         :class:`ForwardError` only when the pool is closed first.
         """
         chunk_id = new_chunk_id() if self._options.require_ack else None
-        message = pack_message(tag, entries, count, chunk_id, self._options.compress)
+        message = pack_message(tag, entries, count, chunk_id, compress)
         entries.clear()
-        attempts = 0
-        while True:
-            state, connection = await self._connection()
-            if attempts:
-                self._metrics.chunk_retried(state.name, count)
-            attempts += 1
-            try:
-                acked = await connection.send(message, chunk_id)
-                written = time.monotonic()  # ack latency excludes the wait for an in-flight slot
-                self._metrics.chunk_sent(state.name, count)
-                await acked
-            except ForwardError as error:
-                self._metrics.chunk_failed(state.name, count)
-                self._lost(state, connection, error)
-                continue
-            state.failures = 0  # only a delivered chunk proves the receiver healthy, not a connect
-            if chunk_id is not None:
-                self._metrics.chunk_acked(state.name, count, time.monotonic() - written)
-            return
+        ticket = next(self._tickets)
+        mine = self._unacked[ticket] = _Unacked()
+        try:
+            await self._deliver(ticket, mine, message, chunk_id, count)
+        finally:
+            del self._unacked[ticket]
+            self._moved()
 
     def status(self) -> list[ReceiverStatus]:
         """Each receiver in configured order: connected or not, and the last error seen."""
@@ -204,6 +208,7 @@ class ForwardPool:
         """Close every connection; chunks still in ``send_chunk`` fail with :class:`ForwardError`."""
         self._closed = True
         self._wake.set()
+        self._moved()
         for probe in list(self._probes):
             probe.cancel()
         for state in self._states:
@@ -211,6 +216,53 @@ class ForwardPool:
                 await state.connection.close()
 
     # --- internals -----------------------------------------------------------------------------------
+
+    async def _deliver(self, ticket: int, mine: _Unacked, message: bytes, chunk_id: str | None, count: int) -> None:
+        """Write ``message`` in its turn and wait for its ack, writing it again wherever it has to go."""
+        attempts = 0
+        while True:
+            state, connection = await self._connection()
+            if not self._turn(ticket, connection):
+                await self._progress.wait()
+                continue
+            if attempts:
+                self._metrics.chunk_retried(state.name, count)
+            attempts += 1
+            try:
+                acked = await connection.send(message, chunk_id)
+                mine.written_on = connection
+                self._moved()
+                written = time.monotonic()  # ack latency excludes the wait for an in-flight slot
+                self._metrics.chunk_sent(state.name, count)
+                await acked
+            except ForwardError as error:
+                mine.written_on = None
+                self._moved()
+                self._metrics.chunk_failed(state.name, count)
+                self._lost(state, connection, error)
+                continue
+            state.failures = 0  # only a delivered chunk proves the receiver healthy, not a connect
+            if chunk_id is not None:
+                self._metrics.chunk_acked(state.name, count, time.monotonic() - written)
+            return
+
+    def _turn(self, ticket: int, connection: Connection) -> bool:
+        """Whether every chunk handed over before this one is already written on ``connection``.
+
+        Chunks are written in the order they were handed over, and after a connection broke they are
+        written again in that order, so a receiver restart does not reorder a file's lines.
+        """
+        for earlier, unacked in self._unacked.items():
+            if earlier >= ticket:
+                return True
+            if unacked.written_on is not connection:
+                return False
+        return True
+
+    def _moved(self) -> None:
+        """Wake the chunks waiting for their turn: one was written, acknowledged or lost."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def _connection(self) -> tuple[_State, Connection]:
         """The connection of the first receiver that is up, connecting (and waiting) as needed."""

@@ -101,6 +101,15 @@ def pack_line_entries(
     return b"".join(parts), count
 
 
+def line_entry_overhead(key: str = "log", extra: Mapping[str, Any] | None = None) -> int:
+    """Bytes of a :func:`pack_line_entries` entry besides its line and the line's ``str`` header.
+
+    The EventTime is always 10 bytes, so the overhead is a constant per key and fields: what lets a
+    sender size a chunk exactly before encoding it.
+    """
+    return len(pack_line_entries([b""], 0, key, extra)[0]) - len(str_header(0))
+
+
 def pack_record_entries(time_ns: int, records: Iterable[bytes]) -> tuple[bytes, int]:
     """Entries ``[EventTime, record]`` for already-packed msgpack maps sharing one timestamp."""
     prefix = b"\x92" + pack_event_time(time_ns)

@@ -24,7 +24,7 @@ from sidecar.log import get_logger
 from sidecar.modes.agent.multiline import PRESETS, make_rule_factory
 from sidecar.modes.agent.parsers import PARSER_NAMES, make_parser, make_time_reader
 from sidecar.modes.agent.records import DEFAULT_TAG, Encoder, RecordShape, TagTemplate, parse_fields, pod_identity
-from sidecar.modes.agent.sink import ForwardSink, SinkOptions
+from sidecar.modes.agent.sink import ForwardSink, SinkOptions, default_chunk_bytes
 from sidecar.observe.health import OutageLimit
 from sidecar.options import (
     BYTE_SIZE,
@@ -38,6 +38,11 @@ from sidecar.options import (
 from sidecar.runtime import ModeContext, run_mode, runtime_options_from
 
 log = get_logger(__name__)
+
+# --chunk-bytes outside these is a mistake: below, most lines would travel one per message; above, the
+# chunks in flight alone would outgrow a sidecar's memory limit, and no receiver's default takes them.
+MIN_CHUNK_BYTES = 1024
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
 
 receiver_options = compose(
     option("--fluentd-host", metavar="HOST", help="The receiver (Fluentd or Fluent Bit in_forward)."),
@@ -85,10 +90,19 @@ delivery_options = compose(
         "--compress",
         type=click.Choice(["none", "gzip"]),
         default="none",
-        help="gzip sends CompressedPackedForward: less network, more CPU.",
+        help="gzip sends CompressedPackedForward: less network, more CPU. Chunks then default to 768KiB "
+        "(see --chunk-bytes).",
     ),
     option("--chunk-records", type=click.IntRange(1), default=10_000, help="Records per chunk at most."),
-    option("--chunk-bytes", type=BYTE_SIZE, default="2MiB", help="Bytes per chunk at most (about)."),
+    option(
+        "--chunk-bytes",
+        type=BYTE_SIZE,
+        default=None,
+        show_default="2MiB; 768KiB with --compress gzip",
+        help="Bytes of records per chunk at most, before compression. Fluent Bit decompresses a gzip chunk "
+        "in pieces of its in_forward Buffer_Chunk_Size (1,024,000 bytes by default), dropping records across pieces: "
+        "raise this only with that setting.",
+    ),
     option("--flush-interval", type=DURATION, default="1s", help="Send a chunk at least this often."),
     option(
         "--max-in-flight",
@@ -176,8 +190,20 @@ def forward_options_from(params: dict[str, Any]) -> ForwardOptions:
         require_ack=params["require_ack"],
         ack_timeout=params["ack_timeout"],
         max_in_flight=params["max_in_flight"],
-        compress=params["compress"] == "gzip",
     )
+
+
+def chunk_bytes_from(params: dict[str, Any]) -> int:
+    """``--chunk-bytes``, or its default for ``--compress``; a size no chunk can work with is an error."""
+    given: int | None = params["chunk_bytes"]
+    if given is None:
+        return default_chunk_bytes(params["compress"] == "gzip")
+    if not MIN_CHUNK_BYTES <= given <= MAX_CHUNK_BYTES:
+        raise ConfigError(
+            f"--chunk-bytes {given}: must be between 1KiB and 64MiB (a chunk holds many records, and up to "
+            "--max-in-flight of them are kept in memory); e.g. --chunk-bytes 768KiB"
+        )
+    return given
 
 
 def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]:
@@ -197,7 +223,8 @@ def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]
     forward = forward_options_from(params)
     options = SinkOptions(
         chunk_records=params["chunk_records"],
-        chunk_bytes=params["chunk_bytes"],
+        chunk_bytes=chunk_bytes_from(params),
+        compress=params["compress"] == "gzip",
         flush_interval=params["flush_interval"],
         max_in_flight=params["max_in_flight"],
         multiline_timeout=params["multiline_timeout"],

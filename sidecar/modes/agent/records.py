@@ -10,6 +10,8 @@ parser is each record built as a dict and packed on its own.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import string
 from collections.abc import Mapping, Sequence
@@ -20,7 +22,7 @@ from typing import Protocol
 import msgpack
 
 from sidecar.errors import ConfigError
-from sidecar.forward.protocol import pack_event_time, pack_line_entries
+from sidecar.forward.protocol import line_entry_overhead, pack_event_time, pack_line_entries, str_header
 from sidecar.modes.agent.parsers import Parser, TimeReader
 
 #: Downward API environment variables -> record keys (and tag placeholders).
@@ -100,15 +102,12 @@ class TagTemplate:
 
 @dataclass(frozen=True, slots=True)
 class FileShape:
-    """The per-file constants: the tag, and the fields every record of the file carries."""
+    """The per-file constants: the tag, the fields every record of the file carries, and the bytes an
+    unparsed line's entry takes besides the line and its ``str`` header (to size chunks exactly)."""
 
     tag: str
     fields: dict[str, str]
-
-    @property
-    def entry_overhead(self) -> int:
-        """Roughly the bytes an entry takes besides its line: to size chunks before encoding them."""
-        return 24 + sum(len(key) + len(value) + 4 for key, value in self.fields.items())
+    entry_overhead: int
 
 
 class RecordShape:
@@ -145,7 +144,8 @@ class RecordShape:
             fields = {self._file_key: path} if self._file_key else {}
             fields.update(self._constant)
             fields.pop(self.message_key, None)
-            shape = FileShape(tag=self._tag.render(path), fields=fields)
+            overhead = line_entry_overhead(self.message_key, fields)
+            shape = FileShape(tag=self._tag.render(path), fields=fields, entry_overhead=overhead)
             self._cache[path] = shape
         return shape
 
@@ -181,15 +181,26 @@ class Encoder:
         # that kept undecodable bytes as surrogates gets them back the same way.
         self._pack = msgpack.Packer(use_bin_type=False, unicode_errors="surrogateescape").pack
 
-    def encode(self, records: list[bytes], shape: FileShape, time_ns: int, pattern: str) -> bytes:
-        """The entries for ``records`` read at ``time_ns`` from a file of ``shape``, found by ``pattern``."""
+    def encode(
+        self, records: list[bytes], shape: FileShape, time_ns: int, pattern: str, max_bytes: int
+    ) -> tuple[bytes, int]:
+        """Entries for the first of ``records`` that fit in ``max_bytes``, and how many they are.
+
+        ``records`` were read at ``time_ns`` from a file of ``shape``, found by ``pattern``. The entries
+        never exceed ``max_bytes``; none fit when the first record alone is larger (count 0).
+        """
         parser = self._parser
         if parser is None:
-            return pack_line_entries(records, time_ns, self._key, shape.fields)[0]
+            count = _lines_that_fit(records, shape.entry_overhead, max_bytes)
+            if count == 0:
+                return b"", 0
+            lines = records if count == len(records) else records[:count]
+            return pack_line_entries(lines, time_ns, self._key, shape.fields)
         read_time = pack_event_time(time_ns)
         time_reader = self._time_reader
         pack = self._pack
         parts: list[bytes] = []
+        room = max_bytes
         for record in records:
             fields = parser(record)
             event_time = read_time
@@ -203,8 +214,30 @@ class Encoder:
                     packed = pack({**shape.fields, **fields})
                 except (OverflowError, ValueError):  # an integer over 64 bits, nesting too deep
                     event_time = read_time
+            unparsed = packed is None
             if packed is None:
-                self._counter.unparsed(pattern)
                 packed = pack({**shape.fields, self._key: record})
-            parts.append(b"\x92" + event_time + packed)
-        return b"".join(parts)
+            entry = b"\x92" + event_time + packed
+            room -= len(entry)
+            if room < 0:
+                break
+            if unparsed:
+                self._counter.unparsed(pattern)
+            parts.append(entry)
+        return b"".join(parts), len(parts)
+
+
+def _lines_that_fit(lines: list[bytes], overhead: int, max_bytes: int) -> int:
+    """How many of ``lines``, from the first, fit in ``max_bytes`` as entries of ``overhead`` bytes each
+    besides the line and its ``str`` header.
+
+    Every line is sized with the header of the longest (headers grow with the length), so the count is
+    never too high, at worst a few bytes per line short of exact; the sums run in C, not per line.
+    """
+    if not lines:
+        return 0
+    per_line = overhead + len(str_header(max(map(len, lines))))
+    if sum(map(len, lines)) + per_line * len(lines) <= max_bytes:
+        return len(lines)
+    ends = itertools.accumulate(map(per_line.__add__, map(len, lines)))
+    return bisect.bisect_right(list(ends), max_bytes)
