@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 
 from prometheus_client import generate_latest
@@ -25,9 +26,25 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def test_metrics_is_an_observer_for_the_core() -> None:
-    observer: Observer = Metrics("stream")
-    observer.read(PATTERN, 1, 10)
+def sidecar_series(metrics: Metrics) -> list[str]:
+    """The exposition's ``sidecar_`` sample lines (``process_*`` move by themselves)."""
+    return [line for line in generate_latest(metrics.registry).decode().splitlines() if line.startswith("sidecar_")]
+
+
+def test_metrics_is_an_observer_for_the_core_and_every_event_shows_in_a_series() -> None:
+    """Every method of the core's Observer exists on Metrics with the same parameters, and none is a no-op."""
+    arguments = {"pattern": PATTERN, "kind": "rename", "lines": 3, "nbytes": 300, "reason": "eacces",
+                 "count": 7, "oldest_seconds": 2.0, "ok": False}
+    methods = [name for name, member in vars(Observer).items() if callable(member) and not name.startswith("_")]
+    assert len(methods) >= 10
+    metrics = Metrics("stream", clock=FakeClock())
+    observer: Observer = metrics
+    for name in methods:
+        wanted = list(inspect.signature(getattr(Observer, name)).parameters)
+        assert list(inspect.signature(getattr(Metrics, name)).parameters) == wanted, name
+        before = sidecar_series(metrics)
+        getattr(observer, name)(*(arguments[p] for p in wanted[1:]))
+        assert sidecar_series(metrics) != before, f"Observer.{name} left no trace in the metrics"
 
 
 def test_read_and_delivered_counters_are_exact_over_many_calls() -> None:
