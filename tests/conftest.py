@@ -460,6 +460,13 @@ def state_entry(checkpoint_dir: Path, path: Path) -> dict[str, object]:
     return found[0]
 
 
+def state_offset(checkpoint_dir: Path, path: Path) -> int:
+    """The offset of :func:`state_entry`: how far the sidecar has confirmed the file now at ``path``."""
+    offset = state_entry(checkpoint_dir, path)["offset"]
+    assert isinstance(offset, int)
+    return offset
+
+
 def unconfirmed_lines(checkpoint_dir: Path, paths: Iterable[Path], stream: str) -> set[int]:
     """Numbered lines of ``stream`` in ``paths`` at or past their file's offset in the state file.
 
