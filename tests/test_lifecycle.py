@@ -80,3 +80,31 @@ def test_drain_timeout_bounds_the_wait_when_the_app_never_stops(
     sc.wait_delivered({"app": written})
     assert sc.stop() == 0
     assert_exactly_once(sc.output(), {"app": written})
+
+
+def test_after_sigterm_no_new_file_is_discovered_and_the_next_start_reads_it_from_the_head(
+    log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """While the drain follows the known files (a busy one keeps it going for several polls), a file
+    created after the signal is left alone: shutdown must end, and the next start has it whole."""
+    busy = BackgroundWriter(LogWriter(log_dir / "a.log", "a"), interval=0.005)
+    sc = sidecar(f"{log_dir}/*.log", "--drain-timeout", "60s")
+    busy.start()
+    try:
+        busy.wait_written(50)
+        sc.send(signal.SIGTERM)
+        sc.wait_stderr("event=stopping")
+        late = LogWriter(log_dir / "b.log", "b")
+        late.write(20)
+        busy.wait_written(len(busy.writer.written) + 100)  # half a second: polls and the watch saw b.log
+    finally:
+        written = busy.stop()
+    assert sc.wait(timeout=20) == 0
+    assert f"path={late.path}" not in sc.stderr(), "a file was discovered after SIGTERM"
+    report = assert_exactly_once(sc.output(), {"a": written})
+    assert report.foreign == 0, "lines of a file created after SIGTERM came out during the drain"
+    sc.start()
+    sc.wait_delivered({"b": late.written})
+    sc.wait_quiet(0.3)
+    assert sc.stop() == 0
+    assert_exactly_once(sc.output(), {"a": written, "b": late.written})
