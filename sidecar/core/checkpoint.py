@@ -34,13 +34,17 @@ class Entry:
     pattern: str
     seen: float
     gone_since: float | None = None
+    mark: str = ""
+    """Digest of the ``mark_len`` bytes just before ``offset``: tells a file rewritten with the same head
+    (a banner, a CSV header) from the one we were reading, as Fluent Bit's offset marker does."""
+    mark_len: int = 0
 
 
 def _entry(raw: Any) -> Entry:
     if not isinstance(raw, dict):
         raise TypeError("entry is not an object")
     entry = Entry(**raw)
-    for name in ("dev", "ino", "fp_len", "offset"):
+    for name in ("dev", "ino", "fp_len", "offset", "mark_len"):
         if not isinstance(getattr(entry, name), int):
             raise TypeError(f"{name} is not an integer")
     return entry
