@@ -14,9 +14,10 @@ import stat
 import time
 from collections.abc import Callable
 
+from sidecar.core.checkpoint import Entry
 from sidecar.core.config import FollowConfig
 from sidecar.core.events import RotationKind
-from sidecar.core.identity import FileKey, Fingerprint, read_head
+from sidecar.core.identity import FileKey, Fingerprint, mark_matches, read_head
 from sidecar.core.paths import Found, PathsProvider
 from sidecar.core.problems import Problems
 from sidecar.core.registry import Registry
@@ -43,6 +44,14 @@ def is_prefix(fd: int, size: int, of_fd: int) -> bool:
         head = min(size, COMPARE_BYTES)
         tail_start = max(head, size - COMPARE_BYTES)
         return same_bytes(fd, of_fd, 0, head) and same_bytes(fd, of_fd, tail_start, size - tail_start)
+    except OSError:
+        return False
+
+
+def resumable(fd: int, entry: Entry) -> bool:
+    """Whether the file on ``fd`` still holds, just before the saved offset, the bytes it held when saved."""
+    try:
+        return mark_matches(fd, entry.offset, entry.mark, entry.mark_len)
     except OSError:
         return False
 
@@ -154,7 +163,7 @@ class Discovery:
             return None
         if entry is not None:
             fp = Fingerprint(entry.fingerprint, entry.fp_len)
-            same = fp.matches(head)
+            same = fp.matches(head) and (st.st_size < entry.offset or resumable(fd, entry))
             if same and not startup and st.st_size <= entry.offset:
                 os.close(fd)
                 entry.seen = time.time()

@@ -52,6 +52,24 @@ class Fingerprint:
         return len(head) >= self.length and _digest(head[: self.length]) == self.digest
 
 
+MARK_BYTES = 64
+"""How many bytes just before a position are remembered as its marker."""
+
+
+def mark_of(data: bytes) -> str:
+    """The digest kept for the bytes just before a position."""
+    return _digest(data)
+
+
+def mark_matches(fd: int, offset: int, mark: str, length: int) -> bool:
+    """Whether the ``length`` bytes before ``offset`` on ``fd`` are the ones ``mark`` was taken of."""
+    if not length:
+        return True
+    if offset < length:
+        return False
+    return _digest(os.pread(fd, length, offset - length)) == mark
+
+
 def read_head(fd: int) -> bytes:
     """The bytes a fingerprint is taken of."""
     return os.pread(fd, FP_BYTES, 0)

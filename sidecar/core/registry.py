@@ -80,10 +80,11 @@ class Registry:
         self.version += 1
 
     def holder_for(self, path: str) -> Tail | None:
-        """The followed file whose name ``path`` is, or extends (``app.log`` for ``app.log.1``), that still holds it."""
+        """The newest followed file that still holds the name ``path`` is, or extends (``app.log`` for
+        ``app.log.1``): generations found beside it go just before it."""
         directory, name = os.path.split(path)
         best: Tail | None = None
-        for tail in self._tails:
+        for tail in reversed(self._tails):
             tdir, tname = os.path.split(tail.real)
             if (tail.rotated is None and tdir == directory and name.startswith(tname)
                     and (best is None or len(tname) > len(os.path.basename(best.real)))):

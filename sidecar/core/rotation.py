@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
-from sidecar.core.discovery import Discovery, is_prefix
+from sidecar.core.discovery import Discovery, is_prefix, resumable
 from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
@@ -254,7 +254,7 @@ class Rotation:
             if found is not None:
                 path, fd, size = found
                 try:
-                    same = Fingerprint(entry.fingerprint, entry.fp_len).matches(read_head(fd))
+                    same = Fingerprint(entry.fingerprint, entry.fp_len).matches(read_head(fd)) and resumable(fd, entry)
                 except OSError:
                     same = False
                 if same and size > entry.offset:

@@ -14,13 +14,10 @@ from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
 from sidecar.core.events import RotationKind
-from sidecar.core.identity import FileKey, Fingerprint, read_head
+from sidecar.core.identity import MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
 from sidecar.core.ledger import Ledger
 from sidecar.core.lines import Piece, frame
 from sidecar.core.sink import Batch, FileRef, Source
-
-MARK_BYTES = 64
-"""How many bytes just before our position we remember, to recognise a copy that holds all we read."""
 
 
 class ReadBuffer:
@@ -59,6 +56,7 @@ class Tail:
 
     __slots__ = (
         "_looked_sig",
+        "_mark",
         "_on_advance",
         "at_eof",
         "before",
@@ -109,6 +107,7 @@ class Tail:
         self.seen_at_path = wall
         self.looked_at = wall
         self._looked_sig: tuple[int, int, int] | None = None
+        self._mark: tuple[int, str, int] = (0, "", 0)
         self.size = 0
         self.behind_since: float | None = None
         self.in_sink = 0
@@ -130,6 +129,9 @@ class Tail:
             return Truncated(head)
         if not self.fp.complete and len(head) > self.fp.length:
             self.fp = Fingerprint.of(head)
+        before = self.before
+        if before and self.pos > self.fp.length and os.pread(self.fd, len(before), self.pos - len(before)) != before:
+            return Truncated(head)
         carried = len(self.pending)
         buf, view = buffer.buf, buffer.view
         buf[:carried] = self.pending
@@ -211,6 +213,15 @@ class Tail:
         return os.pread(fd, len(mark), self.pos - len(mark)) == mark
 
     def entry(self, now: float) -> Entry:
-        return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, self.ledger.committed,
-                     self.real, self.pattern, now)
+        committed = self.ledger.committed
+        at, mark, length = self._mark
+        if at != committed and self.fd >= 0:
+            length = min(MARK_BYTES, committed)
+            try:
+                mark = mark_of(os.pread(self.fd, length, committed - length)) if length else ""
+            except OSError:
+                mark, length = "", 0
+            self._mark = (committed, mark, length)
+        return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, committed, self.real, self.pattern,
+                     now, mark=mark, mark_len=length)
 
