@@ -55,7 +55,7 @@ class Liveness(Protocol):
         """The reader completed a round, or waits for the sink or the watcher as it should."""
 
     def set_watching(self, watching: bool) -> None:
-        """The watcher is set up and the reader is in its loop."""
+        """The reader is in its loop and follows at least one file (readiness waits for the first)."""
 
 
 class NullObserver:

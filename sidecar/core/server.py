@@ -272,7 +272,7 @@ class FileServer:
                 await asyncio.sleep(0)
                 continue
             self._checkpointer.caught_up()
-            if not watching:
+            if not watching and len(self._registry):
                 self._liveness.set_watching(True)
                 watching = True
             changes = await self._watcher.wait(self._config.poll_interval)
