@@ -164,6 +164,21 @@ class SidecarProcess:
         pending: int = struct.unpack("i", buf)[0]
         return pending
 
+    def wait_stdout_stalled(self, quiet: float = 1.0, timeout: float = 15.0) -> int:
+        """Wait until the held stdout pipe holds bytes and has not grown for ``quiet`` seconds; return how many."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            pending = self.stdout_pending()
+            if pending != last:
+                last, since = pending, time.monotonic()
+            elif pending > 0 and time.monotonic() - since >= quiet:
+                return pending
+            if not self.running:
+                raise SidecarDied(f"sidecar exited while its stdout was held\n{self.stderr()}")
+            time.sleep(0.05)
+        raise AssertionError(f"stdout pipe still filling after {timeout}s ({last} bytes)\n{self.stderr()}")
+
     def send(self, sig: int) -> None:
         """Send ``sig`` to the current run."""
         self.proc.send_signal(sig)

@@ -14,7 +14,6 @@ from pathlib import Path
 from tests.checker import assert_exactly_once
 from tests.conftest import (
     SidecarFactory,
-    SidecarProcess,
     metric,
     peak_rss_kib,
     scrape,
@@ -32,27 +31,13 @@ READ_AHEAD_BOUND = PIPE + 2 * MIB
 PEAK_LIMIT_KIB = 60 * 1024
 
 
-def wait_until_stalled(sc: SidecarProcess, quiet: float = 1.0, timeout: float = 15.0) -> int:
-    """Wait until the held pipe holds bytes and has not grown for ``quiet`` seconds; return how many."""
-    deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        pending = sc.stdout_pending()
-        if pending != last:
-            last, since = pending, time.monotonic()
-        elif pending > 0 and time.monotonic() - since >= quiet:
-            return pending
-        time.sleep(0.05)
-    raise AssertionError(f"stdout pipe still filling after {timeout}s ({last} bytes)\n{sc.stderr()}")
-
-
 def test_checkpoint_holds_only_what_the_stdout_pipe_took_from_a_reader_that_stopped(
     log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
 ) -> None:
     writer = LogWriter(log_dir / "app.log")
     writer.write(50_000)  # ~5.5 MiB, five times the pipe
     sc = sidecar(writer.path, stdout="held")
-    in_pipe = wait_until_stalled(sc)
+    in_pipe = sc.wait_stdout_stalled()
     assert in_pipe <= PIPE
     wait_for_checkpoint(checkpoint_dir, writer.path, 1)
     for _ in range(10):  # over five checkpoint intervals, each state file must stay within the pipe
@@ -76,7 +61,7 @@ def test_stalled_reader_stops_read_ahead_while_rotations_and_new_files_are_still
     app.write(200_000)
     port = free_port()
     sc = sidecar(f"{log_dir}/*.log", "--metrics-port", str(port), "--metrics-address", "127.0.0.1", stdout="held")
-    wait_until_stalled(sc)
+    sc.wait_stdout_stalled()
     read = metric(scrape(port), "sidecar_bytes_read_total")
     assert 0 < read <= READ_AHEAD_BOUND
     renamed = log_dir / "app.log.1"
