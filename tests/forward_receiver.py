@@ -5,7 +5,10 @@ It accepts every event mode of Forward Protocol v1 — Message ``[tag, time, rec
 CompressedPackedForward (``compressed: "gzip"``, any number of gzip members) — with EventTime (ext 0),
 integer or float times; checks the ``size`` option; answers ``{"ack": chunk}``; and runs the shared-key
 handshake (HELO → PING → PONG, optionally with username/password). It can misbehave on purpose
-(``ack_mode`` "never" / "garbage", ``close_after``) for failure tests.
+(``ack_mode`` "never" / "garbage", ``close_after``) for failure tests, and like Fluent Bit's in_forward
+(v4.2.8 and before) with ``buffer_chunk_size``: it decompresses a CompressedPackedForward chunk in pieces
+of that many bytes, drops the records that straddle two pieces and acknowledges the chunk anyway. (Real
+Fluent Bit loses even more when a piece boundary falls where it starts a new chunk of its own.)
 
 The handshake digests are computed here with hashlib directly rather than with
 ``sidecar.forward.protocol``, so a mistake there cannot cancel itself out in tests.
@@ -76,6 +79,8 @@ class Message:
     entries: list[tuple[int, dict[str, Any]]]
     option: dict[str, Any] | None
     gzip_members: int = 0
+    #: Records dropped for straddling two decompression pieces (``buffer_chunk_size``).
+    dropped: int = 0
 
     def events(self) -> list[Event]:
         return [Event(self.tag, t, record) for t, record in self.entries]
@@ -145,36 +150,56 @@ def count_gzip_members(data: bytes) -> int:
     return members
 
 
-def decode_message(message: object) -> Message:
-    """Decode one event message of any mode; :class:`ProtocolViolation` when it is none."""
+def _entries_within_pieces(payload: bytes, piece_size: int | None) -> tuple[list[Any], int]:
+    """The msgpack objects of ``payload`` that lie within one ``piece_size`` piece, and how many do not."""
+    unpacker = new_unpacker()
+    unpacker.feed(payload)
+    kept: list[Any] = []
+    dropped = 0
+    start = 0
+    for item in unpacker:
+        end = unpacker.tell()
+        if piece_size is None or start // piece_size == (end - 1) // piece_size:
+            kept.append(item)
+        else:
+            dropped += 1
+        start = end
+    return kept, dropped
+
+
+def decode_message(message: object, piece_size: int | None = None) -> Message:
+    """Decode one event message of any mode; :class:`ProtocolViolation` when it is none.
+
+    ``piece_size`` decompresses like Fluent Bit's ``Buffer_Chunk_Size`` (see the module docstring).
+    """
     if not (isinstance(message, list) and 2 <= len(message) <= 4 and isinstance(message[0], str)):
         raise ProtocolViolation(f"not an event message: {message!r:.80}")
     tag, body = message[0], message[1]
+    members = dropped = 0
     if isinstance(body, list):
         mode: Mode = "Forward"
         option = _option(message, 2)
         entries = [_entry(item) for item in body]
-        members = 0
     elif isinstance(body, bytes | str):
         option = _option(message, 2)
         payload = as_bytes(body)
-        members = 0
         mode = "PackedForward"
         if option is not None and option.get("compressed") == "gzip":
             mode = "CompressedPackedForward"
             members = count_gzip_members(payload)
-            payload = gzip.decompress(payload)
-        entries = [_entry(item) for item in read_objects(payload)]
+            items, dropped = _entries_within_pieces(gzip.decompress(payload), piece_size)
+        else:
+            items = read_objects(payload)
+        entries = [_entry(item) for item in items]
     else:
         if len(message) < 3 or not isinstance(message[2], dict):
             raise ProtocolViolation(f"Message mode without a record: {message!r:.80}")
         mode = "Message"
         option = _option(message, 3)
         entries = [(decode_time(body), message[2])]
-        members = 0
-    if option is not None and "size" in option and option["size"] != len(entries):
-        raise ProtocolViolation(f"option size {option['size']} but {len(entries)} entries")
-    return Message(mode, tag, entries, option, members)
+    if option is not None and "size" in option and option["size"] != len(entries) + dropped:
+        raise ProtocolViolation(f"option size {option['size']} but {len(entries) + dropped} entries")
+    return Message(mode, tag, entries, option, members, dropped)
 
 
 def _option(message: list[Any], index: int) -> dict[str, Any] | None:
@@ -218,6 +243,7 @@ class ForwardReceiver:
         close_after: int | None = None,
         keepalive: bool = True,
         nonce: bytes | None = None,
+        buffer_chunk_size: int | None = None,
         on_message: Callable[[Message], None] | None = None,
     ) -> None:
         self.host = host
@@ -234,6 +260,8 @@ class ForwardReceiver:
         self.keepalive = keepalive
         #: Fixed HELO nonce (to replay captured handshakes); random per connection when None.
         self.nonce = nonce
+        #: Decompress in pieces of this many bytes, like Fluent Bit (see the module docstring).
+        self.buffer_chunk_size = buffer_chunk_size
         self._on_message = on_message
         self._record = _Record()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -446,7 +474,7 @@ class ForwardReceiver:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, unpacker: msgpack.Unpacker
     ) -> None:
         while True:
-            message = decode_message(await self._next(reader, unpacker))
+            message = decode_message(await self._next(reader, unpacker), self.buffer_chunk_size)
             if self.close_after is not None and len(self.messages) >= self.close_after:
                 self.close_after = None
                 return
@@ -554,6 +582,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=24224)
     parser.add_argument("--shared-key")
+    parser.add_argument("--buffer-chunk-size", type=int, help="decompress gzip chunks in pieces, like Fluent Bit")
     args = parser.parse_args()
 
     def show(message: Message) -> None:
@@ -561,7 +590,9 @@ def main() -> None:
             line = {"tag": event.tag, "time_ns": event.time_ns, "record": event.record}
             print(json.dumps(line, default=repr), flush=True)
 
-    with ForwardReceiver(args.port, shared_key=args.shared_key, on_message=show):
+    with ForwardReceiver(
+        args.port, shared_key=args.shared_key, buffer_chunk_size=args.buffer_chunk_size, on_message=show
+    ):
         threading.Event().wait()
 
 

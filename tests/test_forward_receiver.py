@@ -302,3 +302,28 @@ def test_receiver_restarts_on_same_port() -> None:
         receiver.wait_for(2)
     finally:
         receiver.stop()
+
+
+def _gzip_message(lines: list[bytes]) -> tuple[list[object], list[int]]:
+    """A CompressedPackedForward message of ``lines`` and where each entry ends in its payload."""
+    entries = [msgpack.packb([1, {"log": line}]) for line in lines]
+    ends = [sum(map(len, entries[: i + 1])) for i in range(len(entries))]
+    return ["t", gzip.compress(b"".join(entries)), {"size": len(entries), "compressed": "gzip"}], ends
+
+
+def test_piecewise_decompression_drops_exactly_the_records_straddling_a_piece_boundary() -> None:
+    message, ends = _gzip_message([b"%05d" % i + b"x" * 90 for i in range(100)])
+    decoded = decode_message(message, piece_size=1000)
+    starts = [0, *ends[:-1]]
+    pieces = [(start // 1000, (end - 1) // 1000) for start, end in zip(starts, ends, strict=True)]
+    straddling = {i for i, (first, last) in enumerate(pieces) if first != last}
+    assert straddling
+    assert decoded.dropped == len(straddling)
+    assert [int(r["log"][:5]) for _, r in decoded.entries] == [i for i in range(100) if i not in straddling]
+
+
+def test_piecewise_decompression_keeps_a_payload_that_fits_one_piece_and_plain_chunks() -> None:
+    message, ends = _gzip_message([b"line %d" % i for i in range(50)])
+    assert len(decode_message(message, piece_size=ends[-1]).entries) == 50
+    plain = ["t", b"".join(msgpack.packb([1, {"log": b"x" * 100}]) for _ in range(50)), {"size": 50}]
+    assert len(decode_message(plain, piece_size=100).entries) == 50
