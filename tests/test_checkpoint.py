@@ -1,18 +1,44 @@
-"""The state file is replaced atomically and a bad one never stops the sidecar."""
+"""The state file is replaced atomically, every entry is checked on load, and one sidecar owns a directory."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sidecar.core.checkpoint import CheckpointStore, Entry
+from sidecar.core.checkpoint import _BY_TYPE, LOCK_FILE, STATE_FILE, CheckpointStore, Entry
 from sidecar.core.ledger import Ledger
 from sidecar.errors import CheckpointError
 
 
-def _entry(offset: int) -> Entry:
-    return Entry(1, 2, "ab", 2, offset, "/var/log/app.log", "/var/log/*.log", 100.0)
+def _entry(offset: int, path: str = "/var/log/app.log") -> Entry:
+    return Entry(1, 2, "ab", 2, offset, path, "/var/log/*.log", 100.0)
+
+
+def _many(count: int) -> list[Entry]:
+    return [_entry(i, f"/var/log/app-{i:05d}.log") for i in range(count)]
+
+
+@contextmanager
+def _limit(which: int, soft: int) -> Iterator[None]:
+    """Lower one of this process's soft limits for the duration."""
+    old = resource.getrlimit(which)
+    resource.setrlimit(which, (soft, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(which, old)
 
 
 def test_saved_entries_load_back(tmp_path: Path) -> None:
@@ -27,7 +53,9 @@ def test_missing_state_file_is_no_entries(tmp_path: Path) -> None:
     assert CheckpointStore(tmp_path).load() == []
 
 
-@pytest.mark.parametrize("content", [b"{not json", b'{"version": 99, "files": []}', b'{"version": 1, "files": [3]}'])
+@pytest.mark.parametrize(
+    "content", [b"{not json", b'{"version": 99, "files": []}', b'{"version": 1, "files": 3}', b'{"version": 1}']
+)
 def test_corrupt_or_foreign_state_file_is_reported_and_can_be_moved_aside(tmp_path: Path, content: bytes) -> None:
     store = CheckpointStore(tmp_path)
     store.path.write_bytes(content)
@@ -38,11 +66,137 @@ def test_corrupt_or_foreign_state_file_is_reported_and_can_be_moved_aside(tmp_pa
     assert store.load() == []
 
 
+GOOD = asdict(_entry(7))
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ({**GOOD, "path": None}, "path is not a string (null)"),
+        ({**GOOD, "path": ""}, 'path is empty ("")'),
+        ({**GOOD, "seen": "x"}, 'seen is not a number ("x")'),
+        ({**GOOD, "offset": -5}, "offset is negative (-5)"),
+        ({**GOOD, "offset": True}, "offset is not an integer (true)"),
+        ({**GOOD, "dev": "1"}, 'dev is not an integer ("1")'),
+        ({**GOOD, "ino": 2.5}, "ino is not an integer (2.5)"),
+        ({**GOOD, "fp_len": 100_000}, "fp_len is over 256 (100000)"),
+        ({**GOOD, "fingerprint": 12}, "fingerprint is not a string (12)"),
+        ({**GOOD, "gone_since": "y"}, 'gone_since is not a number ("y")'),
+        ({k: v for k, v in GOOD.items() if k != "offset"}, "has no offset"),
+        (3, "is not an object"),
+    ],
+)
+def test_a_bad_entry_is_dropped_with_one_line_naming_the_file_and_entry_and_the_rest_is_kept(
+    tmp_path: Path, bad: Any, problem: str
+) -> None:
+    store = CheckpointStore(tmp_path)
+    other = {**GOOD, "ino": 3, "offset": 9}
+    store.path.write_text(json.dumps({"version": 1, "files": [GOOD, bad, other]}))
+    loaded = store.read()
+    assert [(e.ino, e.offset) for e in loaded.entries] == [(2, 7), (3, 9)]
+    assert loaded.dropped == [f"state file {store.path}: entry 1 dropped: {problem}"]
+
+
+def test_entries_may_omit_gone_since_and_carry_keys_of_a_newer_sidecar(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    lean = {k: v for k, v in GOOD.items() if k != "gone_since"}
+    store.path.write_text(json.dumps({"version": 1, "files": [{**lean, "generation": 4}]}))
+    assert store.read().entries == [_entry(7)]
+
+
+def test_every_entry_field_has_a_check() -> None:
+    assert {str(f.type) for f in fields(Entry)} <= set(_BY_TYPE)
+
+
 def test_unwritable_checkpoint_dir_fails_at_start_naming_the_option(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(CheckpointError, match="--checkpoint-dir"):
         CheckpointStore(blocker / "sub").prepare()
+
+
+def test_a_save_that_cannot_write_every_byte_fails_and_keeps_the_previous_state_file(tmp_path: Path) -> None:
+    """A short write (here: past RLIMIT_FSIZE, as on a nearly full volume) must not be renamed into place."""
+    store = CheckpointStore(tmp_path)
+    store.prepare()
+    store.save([_entry(10)])
+    before = store.path.read_bytes()
+    with _limit(resource.RLIMIT_FSIZE, 4096), pytest.raises(CheckpointError, match="previous one is kept"):
+        store.save(_many(200))
+    assert store.path.read_bytes() == before
+    assert [e.offset for e in store.load()] == [10]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOCK_FILE, STATE_FILE])
+
+
+def test_saves_from_another_thread_and_another_process_never_expose_a_partial_file(tmp_path: Path) -> None:
+    """The lead's checkpointer saves from a worker thread; a stray second process saves too: every read
+    sees a whole state file and no save fails on the other's temp file."""
+    store = CheckpointStore(tmp_path)
+    store.save(_many(100))
+    other = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from tests.test_checkpoint import _many;"
+         "from sidecar.core.checkpoint import CheckpointStore;"
+         "store = CheckpointStore(Path(sys.argv[1]))\n"
+         "for _ in range(40): store.save(_many(100))", str(tmp_path)],
+        cwd=Path(__file__).parent.parent,
+    )
+    errors: list[Exception] = []
+
+    def saving() -> None:
+        try:
+            for _ in range(40):
+                store.save(_many(100))
+        except CheckpointError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=saving) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    reads = 0
+    while any(t.is_alive() for t in threads) or other.poll() is None:
+        assert len(store.load()) == 100
+        reads += 1
+    for thread in threads:
+        thread.join()
+    assert other.wait() == 0
+    assert errors == []
+    assert reads > 10
+
+
+def test_a_second_store_on_a_locked_directory_fails_naming_the_holder(tmp_path: Path) -> None:
+    first = CheckpointStore(tmp_path)
+    first.prepare()
+    holder = f"{tmp_path / LOCK_FILE} is locked by pid {os.getpid()} on "
+    with pytest.raises(CheckpointError, match=re.escape(holder)):
+        CheckpointStore(tmp_path).prepare()
+    first.close()
+    CheckpointStore(tmp_path).prepare()
+
+
+def test_prepare_removes_temp_files_a_crashed_run_left(tmp_path: Path) -> None:
+    (tmp_path / f".{STATE_FILE}.4242.tmp").write_bytes(b"{")
+    CheckpointStore(tmp_path).prepare()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]
+
+
+def test_the_state_file_is_saved_when_the_process_has_no_descriptor_left(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.prepare()
+    hogs: list[int] = []
+    with _limit(resource.RLIMIT_NOFILE, 256):
+        try:
+            while True:
+                hogs.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            store.save([_entry(10)])
+            store.save([_entry(20)])
+        finally:
+            for fd in hogs:
+                os.close(fd)
+    assert [e.offset for e in store.load()] == [20]
 
 
 def test_ledger_moves_only_over_a_contiguous_committed_prefix() -> None:
