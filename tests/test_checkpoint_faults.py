@@ -70,7 +70,8 @@ def test_a_state_file_too_big_for_the_volume_is_not_renamed_into_place_and_a_sig
         may_duplicate={f"s{i:03d}": second[i] for i in range(FILES)},
     )
     failed = [line for line in sc.stderr().splitlines() if "checkpoint_failed" in line]
-    assert len(failed) == 1 and "No space left on device" in failed[0], sc.stderr()
+    assert len(failed) == 1, sc.stderr()
+    assert "No space left on device" in failed[0]
     assert "checkpoint_unreadable" not in sc.stderr()
 
 
