@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -113,6 +114,17 @@ def test_a_corrupt_state_file_is_a_one_line_error_with_exit_code_1(tmp_path: Pat
     assert result.exit_code == 1
     assert "is corrupt" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_bad_entry_is_one_line_on_stderr_and_the_other_files_are_shown(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "app.log", 3)
+    good = asdict(entry_for(log, 0, str(log)))
+    (tmp_path / STATE_FILE).write_text(json.dumps({"version": 1, "files": [{**good, "path": None}, good]}))
+    result = status("--checkpoint-dir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    assert [f["path"] for f in json.loads(result.stdout)["files"]] == [str(log)]
+    assert result.stderr == (f"sidecar status: state file {tmp_path / STATE_FILE}: entry 0 dropped: "
+                             "path is not a string (null) (the sidecar drops it too)\n")
 
 
 def test_status_of_a_real_sidecar_shows_the_bytes_written_since_it_stopped(

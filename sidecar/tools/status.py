@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from sidecar.core.checkpoint import CheckpointStore, Entry
+from sidecar.core.checkpoint import CheckpointStore, Entry, Loaded
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.errors import CheckpointError, SidecarError
 from sidecar.options import option
@@ -87,8 +87,8 @@ def file_statuses(entries: list[Entry]) -> list[FileStatus]:
     return statuses
 
 
-def load_state(directory: Path) -> tuple[Path, float, list[Entry]]:
-    """The state file's path, when it was last written, and its entries; CheckpointError when unusable."""
+def load_state(directory: Path) -> tuple[Path, float, Loaded]:
+    """The state file's path, when it was last written, and what it holds; CheckpointError when unusable."""
     store = CheckpointStore(directory)
     try:
         written = store.path.stat().st_mtime
@@ -98,7 +98,7 @@ def load_state(directory: Path) -> tuple[Path, float, list[Entry]]:
         ) from None
     except OSError as error:
         raise CheckpointError(f"cannot read state file {store.path}: {error.strerror}") from None
-    return store.path, written, store.load()
+    return store.path, written, store.read()
 
 
 def _ago(then: float, now: float) -> str:
@@ -151,11 +151,13 @@ def render_table(state_file: Path, written: float, statuses: list[FileStatus], n
 def status_command(ctx: click.Context, checkpoint_dir: Path, as_json: bool) -> None:
     """Show every tracked file: offset, current size and lag, from the state file."""
     try:
-        state_file, written, entries = load_state(checkpoint_dir)
+        state_file, written, loaded = load_state(checkpoint_dir)
     except SidecarError as error:
         click.echo(f"sidecar status: {error}", err=True)
         ctx.exit(error.exit_code)
-    statuses = file_statuses(entries)
+    for problem in loaded.dropped:
+        click.echo(f"sidecar status: {problem} (the sidecar drops it too)", err=True)
+    statuses = file_statuses(loaded.entries)
     if as_json:
         doc = {"state_file": str(state_file), "written_at": written, "files": [s.as_json() for s in statuses]}
         click.echo(json.dumps(doc, indent=2))
