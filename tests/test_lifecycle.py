@@ -21,23 +21,24 @@ from tests.conftest import SidecarFactory
 from tests.writer import BackgroundWriter, LogWriter
 
 
-def test_native_sidecar_drains_what_the_app_wrote_last_and_exits_at_once(
+def test_native_sidecar_drains_what_the_app_wrote_last_and_exits_without_waiting_for_quiet(
     log_dir: Path, sidecar: SidecarFactory
 ) -> None:
-    """The app is still writing: a sidecar waiting for the files to go quiet would never exit."""
-    writer = LogWriter(log_dir / "app.log")
-    sc = sidecar(log_dir / "app.log", "--poll-interval", "60s")
-    writer.write(2000, batch=True)
-    background = BackgroundWriter(writer, interval=0.002)
-    background.start()
+    """2000 lines land just before the signal (they must all come out); another file never goes quiet
+    (a sidecar that waited for quiet would never exit)."""
+    app = LogWriter(log_dir / "app.log", "app")
+    busy = BackgroundWriter(LogWriter(log_dir / "busy.log", "busy"), interval=0.002)
+    sc = sidecar(f"{log_dir}/*.log", "--poll-interval", "60s")
+    busy.start()
     try:
-        background.wait_written(2100)
-        before_signal = list(writer.written)
+        busy.wait_written(50)
+        app.write(2000, batch=True)
+        before_signal = list(busy.writer.written)
         assert sc.stop(signal.SIGTERM, timeout=15) == 0
     finally:
-        written = background.stop()
+        written = busy.stop()
     after_signal = set(written) - set(before_signal)
-    assert_exactly_once(sc.output(), {"app": written}, may_lose={"app": after_signal})
+    assert_exactly_once(sc.output(), {"app": app.written, "busy": written}, may_lose={"busy": after_signal})
 
 
 def test_classic_sidecar_keeps_reading_after_sigterm_until_the_files_are_quiet(
