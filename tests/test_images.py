@@ -1,9 +1,11 @@
-"""The Dockerfiles lint clean and keep the promises the pod manifests rely on.
+"""The Dockerfiles lint clean and keep the promises the pod manifests rely on; the bases they name exist.
 
-No Docker engine runs in CI, so instead of building we lint with hadolint (every finding, down to
-style, fails) and check the final stage for what Kubernetes needs: a numeric non-root user, a pinned
-slim base, ``sidecar run`` as the command, the metrics port, and a build context that holds every
-file the build copies.
+hadolint lints both (every finding, down to style, fails), and the final stage is checked for what
+Kubernetes needs: a numeric non-root user, a pinned slim base, ``sidecar run`` as the command, the
+metrics port, and a build context that holds every file the build copies. The images themselves are
+built and run by ``tests/test_image_stream.py`` and ``tests/test_image_agent.py``; here we check that
+every ``FROM`` reference has a local image (real or stand-in) after a build, and that a second look
+makes none again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from images.build import VARIANTS
+from images.standin import DISTROLESS, SLIM, base_references, ensure_bases, kind_of, qualified
+from tests.containers import BUILD_TIMEOUT, built
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted((ROOT / "images").glob("Dockerfile*"))
@@ -140,3 +146,30 @@ def test_image_command_exists_in_the_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "SIDECAR_MODE" in done.stdout
+
+
+def test_base_references_are_the_from_images_without_stage_names() -> None:
+    assert [base_references(p) for p in DOCKERFILES] == [
+        ["python:3.12.12-slim-bookworm"],
+        ["python:3.11.14-slim-bookworm", "gcr.io/distroless/python3-debian12:nonroot"],
+    ]
+
+
+def test_short_references_are_qualified_as_podman_looks_them_up() -> None:
+    assert qualified("python:3.12.12-slim-bookworm") == "docker.io/library/python:3.12.12-slim-bookworm"
+    assert qualified("bitnami/python:3.12") == "docker.io/bitnami/python:3.12"
+    assert qualified("gcr.io/distroless/python3-debian12:nonroot") == "gcr.io/distroless/python3-debian12:nonroot"
+    assert qualified("localhost/base:1") == "localhost/base:1"
+
+
+def test_every_base_has_a_stand_in_and_an_unknown_one_says_what_to_do() -> None:
+    kinds = [kind_of(qualified(ref)) for p in DOCKERFILES for ref in base_references(p)]
+    assert kinds == [SLIM, SLIM, DISTROLESS]
+    with pytest.raises(RuntimeError, match=r"no stand-in for base image alpine:3.20: pull it"):
+        kind_of("alpine:3.20")
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_stand_in_bases_are_made_once_then_reused() -> None:
+    built("slim")
+    assert ensure_bases(variant.dockerfile for variant in VARIANTS.values()) == []
