@@ -89,7 +89,8 @@ def duplicates(output: bytes, stream: str) -> int:
 def test_every_line_is_delivered_with_acks_and_the_checkpoint_follows_the_acks(
     sidecar: SidecarFactory, log_dir: Path, checkpoint_dir: Path
 ) -> None:
-    """The receiver holds its acks (its loop waits before answering): received is not acknowledged."""
+    """The receiver holds its acks (its loop waits before answering): received is not acknowledged. The
+    first 400 lines make one chunk, so that a commit on write would have nothing else to wait for."""
     acks_released = threading.Event()
 
     def hold_ack(_: Message) -> None:
@@ -97,7 +98,7 @@ def test_every_line_is_delivered_with_acks_and_the_checkpoint_follows_the_acks(
 
     with ForwardReceiver(on_message=hold_ack) as receiver:
         writer = LogWriter(log_dir / "app.log")
-        writer.write(3000)
+        writer.write(400)
         try:
             # No resend while the acks are held: exactly once is then the only right answer.
             proc = agent(sidecar, log_dir, receiver, args=("--chunk-records", "500", "--ack-timeout", "60s"))
@@ -109,6 +110,7 @@ def test_every_line_is_delivered_with_acks_and_the_checkpoint_follows_the_acks(
             acks_released.set()
         wait_shipped(receiver, writer)
         wait_for_checkpoint(checkpoint_dir, writer.path, writer.path.stat().st_size)
+        writer.write(3000)
         writer.write(200, batch=False)
         wait_shipped(receiver, writer)
         wait_for_checkpoint(checkpoint_dir, writer.path, writer.path.stat().st_size)
