@@ -7,6 +7,7 @@ list, because that is how people write them in a pod spec.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -45,29 +46,67 @@ def env_name(option: str) -> str:
 
 
 class _Scaled(click.ParamType[Any]):
-    """A number with an optional unit suffix (``5s``, ``2m``; ``16KiB``, ``1MiB``)."""
+    """A number with an optional unit suffix (``5s``, ``2m``; ``16KiB``, ``1MiB``), within bounds.
 
-    def __init__(self, name: str, units: dict[str, float] | dict[str, int], integer: bool) -> None:
+    The unbounded :data:`DURATION` and :data:`BYTE_SIZE` only refuse what is not a number; every option
+    uses :meth:`within` to refuse, in one line at start, values it cannot work with (a zero line length,
+    a poll interval that spins, a buffer of gigabytes).
+    """
+
+    def __init__(self, name: str, units: dict[str, float] | dict[str, int], integer: bool,
+                 shown: tuple[tuple[str, float], ...], bounds: tuple[float, float] = (0.0, math.inf)) -> None:
         self.name = name
         self._units = units
         self._integer = integer
+        self._shown = shown
+        self._bounds = bounds
+
+    def within(self, minimum: str, maximum: str | None = None) -> _Scaled:
+        """This type accepting only ``minimum`` to ``maximum``, written as values are (``"1KiB"``, ``"1h"``)."""
+        low, high = self._scale(minimum), math.inf if maximum is None else self._scale(maximum)
+        if low is None or high is None or low > high:
+            raise ValueError(f"bad {self.name} bounds: {minimum!r}, {maximum!r}")
+        return _Scaled(self.name, self._units, self._integer, self._shown, (low, high))
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | float):
-            return int(value) if self._integer else float(value)
+        scaled = self._scale(value)
+        if scaled is None:
+            self.fail(f"{value!r} is not a {self.name} (examples: {', '.join(self._examples())})", param, ctx)
+        low, high = self._bounds
+        if not low <= scaled <= high:
+            self.fail(f"{value!r} is out of range: {self.describe_range()}", param, ctx)
+        return int(scaled) if self._integer else scaled
+
+    def describe_range(self) -> str:
+        low, high = self._bounds
+        if high == math.inf:
+            return f"give a {self.name} of at least {self._show(low)}"
+        return f"give a {self.name} from {self._show(low)} to {self._show(high)}"
+
+    def _scale(self, value: Any) -> float | None:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
         match = _NUMBER.match(str(value))
         unit = match.group(2).lower() if match else ""
         if match is None or unit not in self._units:
-            self.fail(f"{value!r} is not a {self.name} (examples: {', '.join(self._examples())})", param, ctx)
-        scaled = float(match.group(1)) * self._units[unit]
-        return int(scaled) if self._integer else scaled
+            return None
+        return float(match.group(1)) * self._units[unit]
+
+    def _show(self, amount: float) -> str:
+        for unit, factor in self._shown:
+            count = amount / factor
+            if amount >= factor and abs(count - round(count)) < 1e-9:
+                return f"{round(count)}{unit}"
+        return f"{amount:g}" + next(unit for unit, factor in self._shown if factor == 1.0)
 
     def _examples(self) -> list[str]:
         return ["1048576", "16KiB", "1MiB"] if self._integer else ["0.5", "5s", "2m", "1h"]
 
 
-DURATION = _Scaled("duration", _UNITS, integer=False)
-BYTE_SIZE = _Scaled("size", _SIZES, integer=True)
+DURATION = _Scaled("duration", _UNITS, integer=False,
+                   shown=(("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001)))
+BYTE_SIZE = _Scaled("size", _SIZES, integer=True,
+                    shown=(("GiB", 1024.0**3), ("MiB", 1024.0**2), ("KiB", 1024.0), ("", 1.0)))
 
 
 class EnvOption(click.Option):
@@ -115,34 +154,49 @@ follow_options = compose(
     ),
     option(
         "--max-line-bytes",
-        type=BYTE_SIZE,
+        type=BYTE_SIZE.within("256", "64MiB"),  # below, ordinary lines split; above, one line is a memory hazard
         default="1MiB",
         help="Longer lines are split on a UTF-8 boundary and counted.",
     ),
-    option("--poll-interval", type=DURATION, default="1s", help="Rescan globs and stat files this often."),
+    option(
+        "--poll-interval",
+        type=DURATION.within("10ms", "1h"),
+        default="1s",
+        help="Rescan globs and stat files this often.",
+    ),
     option(
         "--rotate-wait",
-        type=DURATION,
+        type=DURATION.within("0s", "1d"),
         default="5s",
         help="Keep a rotated-away file open this long after it stops growing.",
     ),
     option(
         "--rotate-wait-max",
-        type=DURATION,
+        type=DURATION.within("1s", "30d"),
         default="1h",
         help="Give up a rotated-away file still unread (or unacknowledged) after this long, counting its bytes.",
     ),
     option(
         "--ignore-older",
-        type=DURATION,
+        type=DURATION.within("1s", "3650d"),
         default=None,
         help="Skip files not modified for this long when they are found.",
     ),
-    option("--checkpoint-interval", type=DURATION, default="1s", help="Write the state file this often."),
-    option("--forget-after", type=DURATION, default="24h", help="Drop state of files gone for this long."),
+    option(
+        "--checkpoint-interval",
+        type=DURATION.within("10ms", "1m"),  # longer trips the 120 s checkpoint-stale alert on a healthy sidecar
+        default="1s",
+        help="Write the state file this often.",
+    ),
+    option(
+        "--forget-after",
+        type=DURATION.within("0s", "3650d"),
+        default="24h",
+        help="Drop state of files gone for this long.",
+    ),
     option(
         "--drain-timeout",
-        type=DURATION,
+        type=DURATION.within("0s", "1h"),
         default="0s",
         help="After SIGTERM keep following until files are quiet for 1 s, for at most this long.",
     ),
