@@ -181,8 +181,17 @@ class FileServer:
     # -- reading ------------------------------------------------------------------------------------
 
     async def _read_once(self, tail: Tail) -> bool:
-        """Read one chunk from ``tail`` and emit its complete lines; False when there was nothing new."""
+        """Read one chunk from ``tail`` and emit its complete lines; False when there was nothing new.
+
+        A file of which we know no byte yet cannot show a truncation by its size or head: before reading it,
+        look for copies made since our last look (copytruncate while we were stopped).
+        """
         looked = time.time()
+        if tail.pos == 0 and tail.rotated is None:
+            order = self._registry.version
+            self._rotation.check_copies(tail)
+            if self._registry.version != order:
+                return True
         try:
             result = tail.read(self._buffer)
         except OSError as exc:
