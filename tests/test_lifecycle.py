@@ -24,11 +24,13 @@ from tests.writer import BackgroundWriter, LogWriter
 def test_native_sidecar_drains_what_the_app_wrote_last_and_exits_without_waiting_for_quiet(
     log_dir: Path, sidecar: SidecarFactory
 ) -> None:
-    """2000 lines land just before the signal (they must all come out); another file never goes quiet
-    (a sidecar that waited for quiet would never exit)."""
+    """Polling once a minute, nothing but the drain reads what the app wrote after the start, its last
+    2000 lines among it. Another file never goes quiet (a sidecar that waited for quiet would never exit)."""
     app = LogWriter(log_dir / "app.log", "app")
     busy = BackgroundWriter(LogWriter(log_dir / "busy.log", "busy"), interval=0.002)
-    sc = sidecar(f"{log_dir}/*.log", "--poll-interval", "60s")
+    app.write(10)
+    busy.writer.write(10)  # both files exist at start: no new file is found after SIGTERM
+    sc = sidecar(f"{log_dir}/*.log", "--watch", "poll", "--poll-interval", "60s")
     busy.start()
     try:
         busy.wait_written(50)
