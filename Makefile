@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := logrotate prometheus podman buildah runc debootstrap
 
-.PHONY: run test lint unit bench system-deps clean image image-distroless
+.PHONY: run test lint unit bench interop system-deps clean image image-distroless
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sidecar tests bench examples images
+	$(VENV)/bin/ruff check sidecar tests bench examples images interop
 	$(VENV)/bin/mypy
 
 unit: $(STAMP) system-deps
@@ -54,6 +54,11 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(PY) -m bench.run
+
+# Agent mode against a real Fluent Bit and a real Fluentd, by hand before a release (not in `make test`:
+# neither is in a package registry). FLUENT_BIT=/path/to/fluent-bit FLUENTD=/path/to/fluentd/bin/fluentd
+interop: $(STAMP)
+	$(PY) -m interop.run
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
