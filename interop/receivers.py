@@ -76,14 +76,19 @@ def free_port() -> int:
 class _Process:
     """One receiver process started from a config file, with its log, and the directory it writes into."""
 
-    def __init__(self, name: str, work: Path) -> None:
+    def __init__(self, name: str, binary: str, work: Path) -> None:
         self.name = name
+        self.binary = binary
         self.port = free_port()
         self.work = work
         self.out = work / "out"
         self.out.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = work / f"{name}.log"
+
+    def version(self) -> str:
+        """The first line of ``<binary> --version``."""
+        return _run_version([self.binary, "--version"])
 
     def launch(self, argv: list[str]) -> None:
         with self._log.open("ab") as log:
@@ -139,11 +144,7 @@ class FluentBit(_Process):
     """Fluent Bit: ``in_forward`` -> ``out_file`` (``Format plain``: one JSON record per line, a file per tag)."""
 
     def __init__(self, binary: str, work: Path) -> None:
-        super().__init__("fluent-bit", work)
-        self.binary = binary
-
-    def version(self) -> str:
-        return _run_version([self.binary, "--version"])
+        super().__init__("fluent-bit", binary, work)
 
     def start(self, settings: Settings) -> None:
         lines = [
@@ -185,11 +186,7 @@ class Fluentd(_Process):
     """Fluentd: ``in_forward`` -> ``out_file`` (JSON lines, flushed at once, a file per tag)."""
 
     def __init__(self, binary: str, work: Path) -> None:
-        super().__init__("fluentd", work)
-        self.binary = binary
-
-    def version(self) -> str:
-        return _run_version([self.binary, "--version"])
+        super().__init__("fluentd", binary, work)
 
     def start(self, settings: Settings) -> None:
         source = ["<source>", "  @type forward", "  bind 127.0.0.1", f"  port {self.port}"]
