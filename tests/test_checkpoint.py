@@ -9,8 +9,6 @@ import resource
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 from sidecar.core.checkpoint import _BY_TYPE, LOCK_FILE, STATE_FILE, CheckpointStore, Entry
 from sidecar.core.ledger import Ledger
 from sidecar.errors import CheckpointError
+from tests.limits import descriptors_exhausted, lowered_limit
 
 
 def _entry(offset: int, path: str = "/var/log/app.log") -> Entry:
@@ -28,17 +27,6 @@ def _entry(offset: int, path: str = "/var/log/app.log") -> Entry:
 
 def _many(count: int) -> list[Entry]:
     return [_entry(i, f"/var/log/app-{i:05d}.log") for i in range(count)]
-
-
-@contextmanager
-def _limit(which: int, soft: int) -> Iterator[None]:
-    """Lower one of this process's soft limits for the duration."""
-    old = resource.getrlimit(which)
-    resource.setrlimit(which, (soft, old[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(which, old)
 
 
 def test_saved_entries_load_back(tmp_path: Path) -> None:
@@ -121,7 +109,7 @@ def test_a_save_that_cannot_write_every_byte_fails_and_keeps_the_previous_state_
     store.prepare()
     store.save([_entry(10)])
     before = store.path.read_bytes()
-    with _limit(resource.RLIMIT_FSIZE, 4096), pytest.raises(CheckpointError, match="previous one is kept"):
+    with lowered_limit(resource.RLIMIT_FSIZE, 4096), pytest.raises(CheckpointError, match="previous one is kept"):
         store.save(_many(200))
     assert store.path.read_bytes() == before
     assert [e.offset for e in store.load()] == [10]
@@ -183,19 +171,9 @@ def test_prepare_removes_temp_files_a_crashed_run_left(tmp_path: Path) -> None:
 def test_the_state_file_is_saved_when_the_process_has_no_descriptor_left(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
     store.prepare()
-    hogs: list[int] = []
-    with _limit(resource.RLIMIT_NOFILE, 256):
-        try:
-            while True:
-                hogs.append(os.open(os.devnull, os.O_RDONLY))
-        except OSError:
-            pass
-        try:
-            store.save([_entry(10)])
-            store.save([_entry(20)])
-        finally:
-            for fd in hogs:
-                os.close(fd)
+    with descriptors_exhausted():
+        store.save([_entry(10)])
+        store.save([_entry(20)])
     assert [e.offset for e in store.load()] == [20]
 
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from sidecar.observe.health import Health, OutageLimit
 from sidecar.observe.http import MAX_HEAD_BYTES, start_http
 from sidecar.observe.metrics import Metrics
+from tests.limits import descriptors_exhausted
 
 PATTERN = "/var/log/*.log"
 
@@ -300,17 +306,115 @@ def test_an_oversized_request_head_returns_431() -> None:
     run(scenario)
 
 
-def test_connections_over_the_limit_are_turned_away_with_503() -> None:
+def test_idle_connections_over_the_limit_make_way_for_new_ones_oldest_first() -> None:
     async def scenario() -> None:
         async with serving(max_connections=2) as endpoint:
             idle = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(2)]
             await asyncio.sleep(0.05)
-            reply = await endpoint.get("/metrics")
-            assert (reply.status, reply.body) == (503, b"too many connections\n")
-            for _, writer in idle:
-                writer.close()
-            await asyncio.sleep(0.05)
             assert (await endpoint.get("/metrics")).status == 200
+            oldest, newer = idle
+            assert await asyncio.wait_for(oldest[0].read(), 5) == b""
+            newer[1].write(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert parse_reply(await newer[0].read()).status == 200
+
+    run(scenario)
+
+
+def test_probes_keep_answering_while_strangers_hold_and_reopen_idle_connections() -> None:
+    """24 clients that connect and send nothing, reconnecting whenever they are cut off, cannot make a
+    probe fail (before: 16 of them took every place for the 5 s head timeout, and probes got 503)."""
+
+    async def scenario() -> None:
+        async with serving(read_timeout=5) as endpoint:
+
+            async def stranger() -> None:
+                while True:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+                    with contextlib.suppress(ConnectionError):
+                        await reader.read()
+                    writer.close()
+
+            strangers = [asyncio.create_task(stranger()) for _ in range(24)]
+            await asyncio.sleep(0.2)
+            statuses = []
+            for _ in range(40):
+                statuses.append((await endpoint.get("/healthz")).status)
+                await asyncio.sleep(0.01)
+            for task in strangers:
+                task.cancel()
+            assert statuses == [200] * 40
+
+    run(scenario)
+
+
+class _Huge:
+    """A collector whose exposition is bigger than any socket buffer, so a client that does not read
+    keeps its answer waiting."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("huge", "x" * (32 * 1024 * 1024), value=1.0)
+
+
+def test_scrapes_over_the_limit_get_503_while_probes_are_still_answered() -> None:
+    async def scenario() -> None:
+        async with serving(max_connections=1, read_timeout=20) as endpoint:
+            endpoint.metrics.registry.register(_Huge())
+            stuck = socket.socket()
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.connect(("127.0.0.1", endpoint.port))
+            stuck.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            for _ in range(200):
+                reply = await endpoint.get("/metrics")
+                if reply.status == 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert (reply.status, reply.body) == (503, b"too many connections\n")
+            assert (await endpoint.get("/healthz")).status == 200
+            assert (await endpoint.get("/readyz")).status == 503  # answered: not watching files in this test
+            stuck.close()
+            for _ in range(200):
+                reply = await endpoint.get("/metrics")
+                if reply.status != 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert reply.status == 200
+
+    run(scenario)
+
+
+_CLIENT = """
+import socket, sys
+for line in sys.stdin:
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as sock:
+            sock.sendall(("GET " + line.strip() + " HTTP/1.1\\r\\n\\r\\n").encode())
+            reply = b"".join(iter(lambda: sock.recv(65536), b""))
+        print(reply.split(b" ")[1].decode(), flush=True)
+    except OSError as error:
+        print(type(error).__name__, flush=True)
+"""
+"""Requests one path per line of stdin and prints each status: a client that needs none of our descriptors."""
+
+
+def test_out_of_descriptors_the_endpoint_still_answers_and_counts_it() -> None:
+    async def scenario() -> None:
+        async with serving(ready_health()) as endpoint:
+            client = subprocess.Popen([sys.executable, "-c", _CLIENT, str(endpoint.port)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert client.stdin is not None
+            assert client.stdout is not None
+            statuses = []
+            await asyncio.to_thread(lambda: None)  # its thread and modules, loaded while files can be opened
+            with descriptors_exhausted():
+                for path in ("/healthz", "/metrics", "/readyz"):
+                    client.stdin.write(path + "\n")
+                    client.stdin.flush()
+                    statuses.append(await asyncio.to_thread(client.stdout.readline))
+            client.stdin.close()
+            assert client.wait(timeout=10) == 0
+            assert statuses == ["200\n"] * 3
+            body = (await endpoint.get("/metrics")).body
+            assert b'sidecar_http_accept_errors_total{reason="EMFILE"} 3.0' in body
 
     run(scenario)
 
