@@ -18,6 +18,8 @@ import os
 import stat
 from typing import Literal, Protocol
 
+import stringzilla
+
 from sidecar.core.sink import Batch
 from sidecar.errors import SidecarError
 
@@ -127,8 +129,53 @@ def _nonblocking_twin(fd: int) -> tuple[int, bool]:
 def _json_lines(batch: Batch) -> bytes:
     """One JSON object per line; invalid UTF-8 becomes U+FFFD, since JSON text must be Unicode."""
     prefix = '{"file":' + json.dumps(batch.source.path) + ',"log":'
-    lines = bytes(batch.data).split(b"\n")[:-1]
-    text = "".join(
-        prefix + json.dumps(line.removesuffix(b"\r").decode("utf-8", "replace")) + "}\n" for line in lines
-    )
-    return text.encode()
+    return _json_objects(prefix, batch.data)
+
+
+_ESCAPES = ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"\t", b"\\t"))
+"""What JSON escapes in valid UTF-8 text free of other control bytes (backslash first)."""
+
+_CONTROL = bytes(c for c in range(0x20) if c not in (0x09, 0x0A))
+"""Control bytes other than tab and newline: rare in logs, and escaped by the JSON encoder only."""
+
+_ONE_PER_LINE = json.JSONEncoder(ensure_ascii=False, separators=("\n", ":"))
+"""Encodes a list of strings with a raw newline between items: JSON escapes every newline inside a string,
+so each raw one in the output is an item boundary."""
+
+
+def _json_objects(prefix: str, data: memoryview) -> bytes:
+    """``prefix`` + the JSON string of each line (CR of CRLF dropped) + ``}``, one per line, as UTF-8.
+
+    Done per batch with a few whole-buffer passes (find, replace), never per line: a batch of valid UTF-8
+    without control bytes other than tab needs only its backslashes, quotes and tabs escaped and ``"}``
+    and the prefix put around each newline. Any other batch goes through the JSON encoder, once per batch.
+    """
+    raw = bytes(data)
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
+    if stringzilla.find_first_of(raw, _CONTROL) >= 0 or not _utf8(raw):
+        return _json_objects_encoded(prefix, raw)
+    for char, escaped in _ESCAPES:
+        if char in raw:
+            raw = raw.replace(char, escaped)
+    head = prefix.encode() + b'"'
+    body = raw.replace(b"\n", b'"}\n' + head)
+    return b"".join((head, memoryview(body)[: len(body) - len(head)]))
+
+
+def _json_objects_encoded(prefix: str, raw: bytes) -> bytes:
+    """The general case: invalid UTF-8 becomes U+FFFD, control bytes become JSON escapes."""
+    lines = raw.decode("utf-8", "replace").split("\n")
+    lines.pop()
+    body = _ONE_PER_LINE.encode(lines)[1:-1]
+    return (prefix + body.replace("\n", "}\n" + prefix) + "}\n").encode()
+
+
+def _utf8(raw: bytes) -> bool:
+    if raw.isascii():
+        return True
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
