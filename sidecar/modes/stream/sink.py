@@ -127,8 +127,10 @@ def _nonblocking_twin(fd: int) -> tuple[int, bool]:
 
 
 def _json_lines(batch: Batch) -> bytes:
-    """One JSON object per line; invalid UTF-8 becomes U+FFFD, since JSON text must be Unicode."""
-    prefix = '{"file":' + json.dumps(batch.source.path) + ',"log":'
+    """One JSON object per line; invalid UTF-8, in the line or the file name, becomes U+FFFD, since JSON text
+    must be Unicode (a name's undecodable bytes would otherwise come out as lone surrogates, ``\\udcff``)."""
+    path = os.fsencode(batch.source.path).decode("utf-8", "replace")
+    prefix = '{"file":' + json.dumps(path) + ',"log":'
     return _json_objects(prefix, batch.data)
 
 
