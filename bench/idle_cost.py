@@ -68,7 +68,7 @@ def measure(follower: Follower, files: list[Path], seconds: float, log: Path) ->
 
 
 def run(quick: bool) -> Outcome:
-    counts, seconds, runs = (COUNTS[:2], 2.0, 1) if quick else (COUNTS, 6.0, 1)
+    counts, seconds, runs = (COUNTS[:2], 2.0, 1) if quick else (COUNTS, 5.0, 2)
     missing = sidecar_missing("stream")
     if missing:
         note(f"{NAME}: {missing}; measuring tail -F only")

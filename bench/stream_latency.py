@@ -25,7 +25,8 @@ _STARTUP_TIMEOUT = 60.0
 
 
 _RUNS = 3
-"""Runs per follower and rate, interleaved; their delays are pooled, their CPU shares give a median."""
+"""Runs per follower and rate, interleaved: p50, p99 and CPU are medians of the runs (one run stalled by
+a neighbour on the shared machine does not move them); the delays are also pooled for the picture."""
 
 _QUANTILES = [i / 200 for i in range(200)] + [0.995, 0.999, 1.0]
 """Where the delay distribution is sampled for the JSON file and the picture (finer in the tail)."""
@@ -37,17 +38,39 @@ class Latency:
 
     delays_ms: list[float]
     cpu_percents: list[float]
+    p50s: list[float]
+    p99s: list[float]
+
+    def add(self, delays: list[float], cpu_percent: float) -> None:
+        delays.sort()
+        self.delays_ms.extend(delays)
+        self.cpu_percents.append(cpu_percent)
+        self.p50s.append(_quantile(delays, 0.5))
+        self.p99s.append(_quantile(delays, 0.99))
 
     @property
     def lines(self) -> int:
         return len(self.delays_ms)
 
     def quantile(self, fraction: float) -> float:
-        return self.delays_ms[min(len(self.delays_ms) - 1, int(fraction * len(self.delays_ms)))]
+        """Of the pooled delays (sorted once all runs are in)."""
+        return _quantile(self.delays_ms, fraction)
+
+    @property
+    def p50(self) -> float:
+        return median(self.p50s)
+
+    @property
+    def p99(self) -> float:
+        return median(self.p99s)
 
     @property
     def cpu_percent(self) -> float:
         return median(self.cpu_percents)
+
+
+def _quantile(sorted_ms: list[float], fraction: float) -> float:
+    return sorted_ms[min(len(sorted_ms) - 1, int(fraction * len(sorted_ms)))]
 
 
 def _read_delays(reader: LineReader, delays_ns: list[int], lines: int, deadline: float) -> None:
@@ -89,7 +112,7 @@ def run(quick: bool) -> Outcome:
     if missing:
         note(f"{NAME}: {missing}; measuring tail -F only")
     names = ["tail -F"] if missing else ["tail -F", SIDECAR]
-    pooled: dict[tuple[str, int], Latency] = {(name, rate): Latency([], []) for rate in rates for name in names}
+    pooled: dict[tuple[str, int], Latency] = {(name, rate): Latency([], [], [], []) for rate in rates for name in names}
     with scratch_dir("latency") as work:
         for index in range(runs):
             for rate in rates:
@@ -101,17 +124,17 @@ def run(quick: bool) -> Outcome:
                         tail([path]) if name == "tail -F" else sidecar_stream(path, fresh_dir(work, "checkpoints-"))
                     )
                     delays, cpu = measure(follower, path, rate, seconds, work / f"{rate}.stderr")
-                    pooled[(name, rate)].delays_ms.extend(delays)
-                    pooled[(name, rate)].cpu_percents.append(cpu)
+                    pooled[(name, rate)].add(delays, cpu)
     for result in pooled.values():
         result.delays_ms.sort()
     rows = [
-        [name, f"{rate:,}", f"{r.lines:,}", *(f"{r.quantile(q):.3f}" for q in (0.5, 0.99, 1.0)), f"{r.cpu_percent:.1f}"]
+        [name, f"{rate:,}", f"{r.lines:,}", f"{r.p50:.3f}", f"{r.p99:.3f}", f"{max(r.p99s):.3f}",
+         f"{r.quantile(1.0):.3f}", f"{r.cpu_percent:.1f}"]
         for (name, rate), r in pooled.items()
     ]
     show(
-        f"{NAME}: write -> read delay, {runs} x {seconds:g} s per follower and rate (delays pooled, CPU median)",
-        ["follower", "lines/s", "lines", "p50 ms", "p99 ms", "max ms", "CPU %"],
+        f"{NAME}: write -> read delay, {runs} x {seconds:g} s per follower and rate (medians of the runs)",
+        ["follower", "lines/s", "lines", "p50 ms", "p99 ms", "worst run's p99", "max ms", "CPU %"],
         rows,
     )
     data: dict[str, object] = {
@@ -122,8 +145,9 @@ def run(quick: bool) -> Outcome:
                 "follower": name,
                 "rate": rate,
                 "lines": r.lines,
-                "p50_ms": r.quantile(0.5),
-                "p99_ms": r.quantile(0.99),
+                "p50_ms": r.p50,
+                "p99_ms": r.p99,
+                "p99_ms_per_run": r.p99s,
                 "max_ms": r.quantile(1.0),
                 "cpu_percent": r.cpu_percent,
                 "quantiles": [[q, r.quantile(q)] for q in _QUANTILES],
@@ -140,8 +164,8 @@ def run(quick: bool) -> Outcome:
             Figure(
                 NAME,
                 f"p50 / p99 ms at {rate:,} lines/s",
-                f"{ours.quantile(0.5):.2f} / {ours.quantile(0.99):.2f}",
-                f"tail -F {theirs.quantile(0.5):.2f} / {theirs.quantile(0.99):.2f} (goal: p99 <= 1 ms)",
+                f"{ours.p50:.2f} / {ours.p99:.2f}",
+                f"tail -F {theirs.p50:.2f} / {theirs.p99:.2f} (goal: p99 <= 1 ms)",
             )
         )
         figures.append(
