@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interop.receivers import InteropError, Receiver, Settings, Tls
+from sidecar.modes.agent.sink import FLUENT_BIT_PIECE
 
 _QUIET = 6.0
 _DELIVERY_TIMEOUT = 180.0
@@ -73,8 +74,6 @@ class Outcome:
             return "ok"
         return "receiver limit" if self.receiver in self.scenario.receiver_limit else "LOST"
 
-
-FLUENT_BIT_PIECE = 1_024_000  # in_forward's default Buffer_Chunk_Size
 
 SCENARIOS = (
     Scenario("packed-ack", "PackedForward, acks, default chunks (2MiB)"),

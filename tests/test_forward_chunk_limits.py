@@ -13,18 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.modes.agent.sink import FLUENT_BIT_PIECE
 from tests.checker import check
 from tests.conftest import SidecarFactory, SidecarProcess
 from tests.forward_receiver import ForwardReceiver, as_bytes
 from tests.writer import LogWriter
 
-#: Fluent Bit's default in_forward ``Buffer_Chunk_Size``.
-FLUENT_BIT_BUFFER_CHUNK_SIZE = 1_024_000
-
 
 @pytest.fixture
 def fluent_bit_like() -> Iterator[ForwardReceiver]:
-    with ForwardReceiver(buffer_chunk_size=FLUENT_BIT_BUFFER_CHUNK_SIZE) as running:
+    with ForwardReceiver(buffer_chunk_size=FLUENT_BIT_PIECE) as running:
         yield running
 
 
@@ -78,6 +76,14 @@ def test_a_line_over_chunk_bytes_goes_alone_uncompressed_and_arrives_whole(
         alone = [m for m in receiver.messages if m.entries[0][1]["log"].startswith("big")]
         assert [(m.mode, len(m.entries)) for m in alone] == [("PackedForward", 1)]
     assert "record_over_chunk_bytes" in proc.stderr()
+
+
+def test_gzip_chunk_bytes_over_fluent_bits_default_piece_is_warned_at_start(
+    sidecar: SidecarFactory, log_dir: Path, fluent_bit_like: ForwardReceiver
+) -> None:
+    proc = agent(sidecar, log_dir, fluent_bit_like, "--chunk-bytes", "2MiB")
+    proc.wait_stderr("chunk_bytes_over_fluent_bit_default")
+    assert proc.stop() == 0
 
 
 @pytest.mark.parametrize("size", ["0", "100", "1GiB"])

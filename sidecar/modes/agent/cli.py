@@ -24,7 +24,7 @@ from sidecar.log import get_logger
 from sidecar.modes.agent.multiline import PRESETS, make_rule_factory
 from sidecar.modes.agent.parsers import PARSER_NAMES, make_parser, make_time_reader
 from sidecar.modes.agent.records import DEFAULT_TAG, Encoder, RecordShape, TagTemplate, parse_fields, pod_identity
-from sidecar.modes.agent.sink import ForwardSink, SinkOptions, default_chunk_bytes
+from sidecar.modes.agent.sink import FLUENT_BIT_PIECE, ForwardSink, SinkOptions, default_chunk_bytes
 from sidecar.observe.health import OutageLimit
 from sidecar.options import (
     BYTE_SIZE,
@@ -202,6 +202,13 @@ def chunk_bytes_from(params: dict[str, Any]) -> int:
         raise ConfigError(
             f"--chunk-bytes {given}: must be between 1KiB and 64MiB (a chunk holds many records, and up to "
             "--max-in-flight of them are kept in memory); e.g. --chunk-bytes 768KiB"
+        )
+    if params["compress"] == "gzip" and given > FLUENT_BIT_PIECE:
+        log.warning(
+            "chunk_bytes_over_fluent_bit_default",
+            chunk_bytes=given,
+            fluent_bit_buffer_chunk_size=FLUENT_BIT_PIECE,
+            advice="Fluent Bit receivers drop records of larger gzip chunks: set their Buffer_Chunk_Size above it",
         )
     return given
 

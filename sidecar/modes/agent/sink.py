@@ -49,6 +49,9 @@ _GROUPERS_LIMIT = 10_000
 #: (6,144,000 bytes), the most it reads of one message.
 CHUNK_BYTES = 2 * 1024 * 1024
 
+#: Fluent Bit's default in_forward ``Buffer_Chunk_Size``: the most it decompresses in one piece.
+FLUENT_BIT_PIECE = 1_024_000
+
 #: ``--chunk-bytes`` with ``--compress gzip``. Fluent Bit's in_forward (v4.2.8 and before) decompresses a
 #: CompressedPackedForward chunk in pieces of ``Buffer_Chunk_Size`` (default 1,024,000 bytes; ``1M`` in
 #: its configuration is 1,000,000) and drops the records that straddle two pieces, acknowledging the
