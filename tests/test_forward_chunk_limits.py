@@ -8,6 +8,9 @@ acknowledges the chunk all the same: at-least-once is lost without any error. Th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,23 +89,18 @@ def test_gzip_chunk_bytes_over_fluent_bits_default_piece_is_warned_at_start(
     assert proc.stop() == 0
 
 
-@pytest.mark.parametrize("size", ["0", "100", "1GiB"])
-def test_chunk_bytes_outside_its_range_is_one_line_on_stderr_and_exit_code_2(
-    sidecar: SidecarFactory, log_dir: Path, fluent_bit_like: ForwardReceiver, size: str
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(("--chunk-bytes", "0"), {}), (("--chunk-bytes", "1GiB"), {}), ((), {"SIDECAR_CHUNK_BYTES": "100"})],
+    ids=["zero", "huge", "env"],
+)
+def test_chunk_bytes_out_of_its_range_is_one_error_line_naming_it_and_exit_code_2(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
 ) -> None:
-    proc = sidecar(
-        str(log_dir / "*.log"),
-        "--fluentd-host",
-        "127.0.0.1",
-        "--fluentd-port",
-        str(fluent_bit_like.port),
-        "--chunk-bytes",
-        size,
-        mode="agent",
-        ready=False,
-    )
-    assert proc.wait() == 2
-    err = proc.runs[-1].stderr_path.read_text().strip()
-    assert len(err.splitlines()) == 1
-    assert "--chunk-bytes" in err
-    assert "1KiB and 64MiB" in err
+    command = [sys.executable, "-m", "sidecar", "agent", str(tmp_path / "*.log"), "--checkpoint-dir", str(tmp_path)]
+    command += ["--fluentd-host", "127.0.0.1", "--metrics-port", "0", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False, env={**os.environ, **env})
+    assert done.returncode == 2, done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert "'--chunk-bytes'" in error
+    assert error.endswith("is out of range: give a size from 1KiB to 64MiB")

@@ -39,11 +39,6 @@ from sidecar.runtime import ModeContext, run_mode, runtime_options_from
 
 log = get_logger(__name__)
 
-# --chunk-bytes outside these is a mistake: below, most lines would travel one per message; above, the
-# chunks in flight alone would outgrow a sidecar's memory limit, and no receiver's default takes them.
-MIN_CHUNK_BYTES = 1024
-MAX_CHUNK_BYTES = 64 * 1024 * 1024
-
 receiver_options = compose(
     option("--fluentd-host", metavar="HOST", help="The receiver (Fluentd or Fluent Bit in_forward)."),
     option("--fluentd-port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, help="Its port."),
@@ -96,7 +91,9 @@ delivery_options = compose(
     option("--chunk-records", type=click.IntRange(1), default=10_000, help="Records per chunk at most."),
     option(
         "--chunk-bytes",
-        type=BYTE_SIZE,
+        # below, most lines would travel one per message; above, the chunks in flight would outgrow a
+        # sidecar's memory limit, and no receiver's default takes them
+        type=BYTE_SIZE.within("1KiB", "64MiB"),
         default=None,
         show_default="2MiB; 768KiB with --compress gzip",
         help="Bytes of records per chunk at most, before compression. Fluent Bit decompresses a gzip chunk "
@@ -194,15 +191,10 @@ def forward_options_from(params: dict[str, Any]) -> ForwardOptions:
 
 
 def chunk_bytes_from(params: dict[str, Any]) -> int:
-    """``--chunk-bytes``, or its default for ``--compress``; a size no chunk can work with is an error."""
+    """``--chunk-bytes``, or its default for ``--compress``; warns when Fluent Bit would drop records."""
     given: int | None = params["chunk_bytes"]
     if given is None:
         return default_chunk_bytes(params["compress"] == "gzip")
-    if not MIN_CHUNK_BYTES <= given <= MAX_CHUNK_BYTES:
-        raise ConfigError(
-            f"--chunk-bytes {given}: must be between 1KiB and 64MiB (a chunk holds many records, and up to "
-            "--max-in-flight of them are kept in memory); e.g. --chunk-bytes 768KiB"
-        )
     if params["compress"] == "gzip" and given > FLUENT_BIT_PIECE:
         log.warning(
             "chunk_bytes_over_fluent_bit_default",
