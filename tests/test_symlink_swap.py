@@ -4,7 +4,8 @@ The kubelet points the link at the current container's log, ``/var/log/pods/<ns>
 and repoints it when the container restarts; a crash-looping container repoints it every few
 milliseconds, each new container writing thousands of lines at once. The runtime rotates the target by
 renaming it beside itself (``0.log`` -> ``0.log.<timestamp>``). Every target and every generation must
-be read to its end, by identity: a target the link pointed at only between two of our looks included.
+be read to its end, by identity: a target the link pointed at only between two of our looks included,
+even when the sidecar is busy with another container's backlog (see ``test_timing_rotation``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from tests.checker import check
 from tests.conftest import SidecarFactory
+from tests.test_timing_rotation import BACKLOG, busy_sidecar
 from tests.writer import LogWriter
 
 
@@ -47,12 +49,17 @@ class Kubelet:
 def test_symlink_repointed_every_few_milliseconds_reads_every_target(
     round_: int, tmp_path: Path, sidecar: SidecarFactory
 ) -> None:
-    """Five restarts ~12 ms apart, 6,000 lines into each target while the link points at it."""
+    """Five restarts ~12 ms apart, 6,000 lines into each target while the link points at it; meanwhile the
+    sidecar catches up with the ``web`` container's backlog."""
     kubelet = Kubelet(tmp_path)
     first = kubelet.start_container()
     first.write(100)
-    sc = sidecar(f"{kubelet.containers}/*.log", "--poll-interval", "1s")
+    web = LogWriter(kubelet.pods.parent / "web.log", "web")
+    web.reopen()
+    (kubelet.containers / "web_ns_app-0a1b2c.log").symlink_to(web.path)
+    sc = busy_sidecar(sidecar, f"{kubelet.containers}/*.log")
     sc.wait_for_lines(100)
+    web.write(BACKLOG)
     writers = [first]
     for _ in range(5):
         writer = kubelet.start_container()
@@ -60,13 +67,12 @@ def test_symlink_repointed_every_few_milliseconds_reads_every_target(
         for _ in range(3):
             writer.write(2000)
             time.sleep(0.004)
-    for writer in writers:
-        writer.close()
-    expected = {w.stream: w.written for w in writers}
+    sc.stdout_rate = None
+    expected = {w.stream: w.written for w in [*writers, web]}
     sc.settle(expected)
     assert sc.stop() == 0
     report = check(sc.output(), expected)
-    assert report.ok, f"{report.summary()} (of {sum(map(len, expected.values()))} written into 6 targets)"
+    assert report.ok, f"{report.summary()} (of {sum(map(len, expected.values()))} written into 7 targets)"
 
 
 def test_configured_symlink_gets_the_generation_search_when_its_target_is_renamed(
