@@ -41,20 +41,31 @@ def assert_pieces_of(output: bytes, content: bytes) -> None:
     assert b"".join(pieces) == content
 
 
+def feed(sidecar: SidecarFactory, log_dir: Path, first: bytes, then: bytes) -> tuple[int, bytes]:
+    """Append ``first``; once all but its last MiB is out, note the peak memory and append ``then``.
+
+    Returns the peak (KiB) and everything the sidecar wrote by the time it stopped.
+    """
+    path = log_dir / "app.log"
+    path.write_bytes(b"")
+    sc, port = start(sidecar, path)
+    with path.open("ab", buffering=0) as app:
+        app.write(first)
+        wait_delivered_bytes(sc, port, len(first) - MIB)
+        peak = peak_rss_kib(sc.proc.pid)
+        app.write(then)
+    wait_delivered_bytes(sc, port, len(first) + len(then) - 1)
+    assert sc.stop() == 0
+    return peak, sc.output()
+
+
 def test_a_64_mib_line_comes_out_in_pieces_while_memory_stays_bounded(
     log_dir: Path, sidecar: SidecarFactory
 ) -> None:
     line = bytes(range(32, 127)) * (64 * MIB // 95)
-    path = log_dir / "app.log"
-    path.write_bytes(b"")
-    sc, port = start(sidecar, path)
-    with path.open("ab") as app:
-        app.write(line + b"\n")
-    wait_delivered_bytes(sc, port, len(line))
-    peak = peak_rss_kib(sc.proc.pid)
-    assert sc.stop() == 0
+    peak, output = feed(sidecar, log_dir, line + b"\n", b"")
     assert peak < PEAK_LIMIT_KIB, f"peak RSS {peak / 1024:.1f} MiB for a {len(line) / MIB:.0f} MiB line"
-    assert_pieces_of(sc.output(), line)
+    assert_pieces_of(output, line)
 
 
 def test_a_partial_line_over_max_line_bytes_is_emitted_in_pieces_while_memory_stays_bounded(
@@ -62,16 +73,6 @@ def test_a_partial_line_over_max_line_bytes_is_emitted_in_pieces_while_memory_st
 ) -> None:
     """48 MiB without a newline: all but the last (at most 1 MiB) come out before the line ends."""
     partial = bytes(range(97, 123)) * (48 * MIB // 26)
-    path = log_dir / "app.log"
-    path.write_bytes(b"")
-    sc, port = start(sidecar, path)
-    with path.open("ab") as app:
-        app.write(partial)
-        app.flush()
-        wait_delivered_bytes(sc, port, len(partial) - MIB)
-        peak = peak_rss_kib(sc.proc.pid)
-        app.write(b"the end\n")
-    wait_delivered_bytes(sc, port, len(partial))
-    assert sc.stop() == 0
+    peak, output = feed(sidecar, log_dir, partial, b"the end\n")
     assert peak < PEAK_LIMIT_KIB, f"peak RSS {peak / 1024:.1f} MiB with a {len(partial) / MIB:.0f} MiB partial line"
-    assert_pieces_of(sc.output(), partial + b"the end")
+    assert_pieces_of(output, partial + b"the end")
