@@ -20,10 +20,14 @@ def lowered_limit(which: int, soft: int) -> Iterator[None]:
 
 
 @contextmanager
-def descriptors_exhausted(limit: int = 256) -> Iterator[None]:
-    """Open descriptors until the next ``open`` fails with EMFILE; close them all afterwards."""
+def descriptors_exhausted() -> Iterator[None]:
+    """Open descriptors until the next ``open`` fails with EMFILE; close them all afterwards.
+
+    The limit is set just above the highest descriptor in use, so that one closed now is one that can be
+    opened again (not one above the limit, left there by earlier tests in the same process).
+    """
     hogs: list[int] = []
-    with lowered_limit(resource.RLIMIT_NOFILE, limit):
+    with lowered_limit(resource.RLIMIT_NOFILE, max(map(int, os.listdir("/proc/self/fd"))) + 16):
         try:
             while True:
                 hogs.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))

@@ -17,8 +17,11 @@ from pathlib import Path
 from tests.conftest import SidecarFactory, state_offset
 from tests.prom import free_port
 
-DRAIN_TIMEOUT = 0.5
+DRAIN_TIMEOUT = 1.0
 EXIT_GRACE = 5.0
+ANSWER_WITHIN = DRAIN_TIMEOUT + 1.0
+"""A probe must be answered this soon after SIGTERM: during the drain (a non-yielding drain of the backlog
+takes 5 s or more, and answers only at its end)."""
 
 
 def _alive(port: int, timeout: float = 3.0) -> bool:
@@ -57,7 +60,7 @@ def test_a_long_drain_into_a_file_answers_probes_and_ends_by_the_drain_timeout_p
         assert sc.wait(timeout=DRAIN_TIMEOUT + EXIT_GRACE) == 0
     finally:
         prober.join()
-    assert any(at < signalled + DRAIN_TIMEOUT for at in answered), f"no probe answered during the drain\n{sc.stderr()}"
+    assert any(at < signalled + ANSWER_WITHIN for at in answered), f"no probe answered during the drain\n{sc.stderr()}"
     assert state_offset(checkpoint_dir, app) < app.stat().st_size, "the drain was cut at --drain-timeout"
     for big in (app, sc.runs[0].stdout_path):
         big.unlink()  # hundreds of MB; kept only when the test fails
