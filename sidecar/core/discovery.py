@@ -170,6 +170,7 @@ class Discovery:
                 return None
             self._registry.take_saved(key)
             tail = self.track(item.path, item.pattern, key, fd, entry.offset, fp)
+            tail.resumed(entry.seen)
             if not same or st.st_size < entry.offset:
                 self._on_replaced(tail, head)
             return tail

@@ -13,6 +13,7 @@ no glob looks.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -29,8 +30,27 @@ log = get_logger("sidecar.core")
 
 MTIME_SLACK = 0.05
 """File times come from the kernel's coarse clock, which may lag ``time.time()`` by a tick."""
+SEARCH_OVERLAP = 1.0
+"""How far a generation search reaches back before the previous search of the same family."""
 COPY_SLACK = 1.0
 """A copy may be made just before our last look, and the truncation just after it."""
+
+
+_NUMBERED = re.compile(r"[._-](\d{1,4})")
+
+
+def _age_rank(suffix: str) -> tuple[int, int, str]:
+    """Order of siblings written within one tick of the file clock: ``.2`` is older than ``.1`` (numbered
+    rotation shifts old generations up), ``-20261201`` older than ``-20261202`` (dates sort as written)."""
+    numbered = _NUMBERED.fullmatch(suffix)
+    if numbered is not None:
+        return 0, -int(numbered.group(1)), ""
+    return 1, 0, suffix
+
+
+def _copies_since(tail: Tail) -> float:
+    """Siblings changed before this cannot be copies holding bytes of ``tail`` we have not read."""
+    return max(tail.looked_at - COPY_SLACK, tail.known_since)
 
 
 @dataclass(slots=True)
@@ -48,11 +68,18 @@ class Rotation:
         self._registry = registry
         self._discovery = discovery
         self._observer = observer
+        self._searched: dict[str, float] = {}
 
     # -- names ---------------------------------------------------------------------------------------
 
     def check_name(self, tail: Tail, known_at: dict[str, FileKey] | None = None) -> None:
-        """Has the tail's name been taken from it (rename, delete, symlink repointed)?"""
+        """Has the tail's name been taken from it (rename, delete, symlink repointed)?
+
+        Before it is let go, copies beside it are looked at: it may have been truncated unseen first
+        (copytruncate, then a rename), and what the copies hold comes before what it holds now. Of a file
+        we read nothing from, a new sibling is as likely its successor: that is left to the event order
+        (:meth:`FileServer._on_names`) and to the generation search.
+        """
         if tail.rotated is not None:
             return
         now = time.time()
@@ -67,6 +94,8 @@ class Rotation:
                 return
         except OSError:
             pass
+        if tail.pos:
+            self.check_copies(tail, moved_after=True)
         try:
             deleted = os.fstat(tail.fd).st_nlink == 0
         except OSError:
@@ -90,8 +119,17 @@ class Rotation:
         """Generations created and moved away between two of our looks: beside ``real``, written since then.
 
         They are read from their first byte, oldest first, just before the file that now holds the name.
+        The window reaches back before the family's previous search: a generation that still held the
+        name then (created, not yet opened, and renamed since) was not a sibling for that search.
         """
+        started = time.time()
+        previous = self._searched.get(family)
+        if previous is not None:
+            since = min(since, previous - SEARCH_OVERLAP)
+        self._searched[family] = started
         found = self._drop_copies(self._new_siblings(real, since, pattern))
+        if found:
+            log.debug("generation_search", path=real, found=",".join(f"{c.path}@{c.st.st_mtime_ns}" for c in found))
         self._follow_in_order(found, pattern, self._registry.holder_for(real), family, "generation_found")
 
     def _find_targets(self, tail: Tail) -> None:
@@ -112,15 +150,17 @@ class Rotation:
 
     # -- content -------------------------------------------------------------------------------------
 
-    def check_copies(self, tail: Tail) -> None:
+    def check_copies(self, tail: Tail, moved_after: bool = False) -> None:
         """A sibling appeared: if it holds bytes this file no longer has, the file was truncated unseen.
 
         This is how a copytruncate is noticed when the file's size alone cannot show it (we had read
-        nothing, or little, and the file has grown again since).
+        nothing, or little, and the file has grown again since). Once the file's name has moved, a new
+        sibling is its successor rather than its copy, unless ``moved_after`` (the events say the sibling
+        came first, or we know enough of the file's bytes to tell).
         """
-        if tail.rotated is not None or tail.fd < 0:
+        if tail.rotated is not None or tail.fd < 0 or not (moved_after or self._holds_name(tail)):
             return
-        for candidate in self._new_siblings(tail.real, tail.looked_at - COPY_SLACK, tail.pattern):
+        for candidate in self._new_siblings(tail.real, _copies_since(tail), tail.pattern):
             try:
                 size = candidate.st.st_size
                 lost = size > 0 and tail.holds_known_bytes(candidate.fd, size) and not is_prefix(
@@ -139,7 +179,7 @@ class Rotation:
     def truncated(self, tail: Tail, head: bytes) -> None:
         """The file's content was replaced: finish the old content from its copies, then restart at 0."""
         resume = tail.resume
-        candidates = self._new_siblings(tail.real, tail.looked_at - COPY_SLACK, tail.pattern)
+        candidates = self._new_siblings(tail.real, _copies_since(tail), tail.pattern)
         start = next((i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)), None)
         kind: RotationKind = "truncate"
         if start is not None:
@@ -190,7 +230,8 @@ class Rotation:
             opened = self._discovery.open_verified(sib.path, pattern, key)
             if opened is not None:
                 found.append(_Candidate(sib.path, key, opened[0], opened[1]))
-        found.sort(key=lambda c: (c.st.st_mtime_ns, -len(c.path), c.path))
+        base = os.path.basename(real)
+        found.sort(key=lambda c: (c.st.st_mtime_ns, _age_rank(os.path.basename(c.path)[len(base):])))
         return found
 
     def _candidates_in(self, directory: str, since: float, pattern: str) -> list[_Candidate]:
@@ -212,6 +253,13 @@ class Rotation:
                 found.append(_Candidate(item.path, key, opened[0], opened[1]))
         found.sort(key=lambda c: c.st.st_mtime_ns)
         return found
+
+    @staticmethod
+    def _holds_name(tail: Tail) -> bool:
+        try:
+            return FileKey.of(os.stat(tail.path)) == tail.key
+        except OSError:
+            return False
 
     def _drop_copies(self, candidates: list[_Candidate]) -> list[_Candidate]:
         """Keep the candidates that are files of their own: not empty, not a copy of one we follow."""
@@ -252,23 +300,30 @@ class Rotation:
                 continue
             found = self._locate(entry, key)
             if found is not None:
-                path, fd, size = found
-                try:
-                    same = Fingerprint(entry.fingerprint, entry.fp_len).matches(read_head(fd)) and resumable(fd, entry)
-                except OSError:
-                    same = False
-                if same and size > entry.offset:
-                    self._registry.take_saved(key)
-                    tail = self._discovery.track(path, entry.pattern, key, fd, entry.offset,
-                                                 Fingerprint(entry.fingerprint, entry.fp_len), "rename",
-                                                 before=self._registry.holder_for(entry.path))
-                    tail.looked_at = entry.seen
-                    log.info("resuming_rotated", path=path, offset=entry.offset)
-                else:
-                    os.close(fd)
+                self._resume(entry, key, *found)
             holder = self._registry.holder_for(entry.path)
             self.find_generations(entry.path, entry.pattern, entry.seen,
                                   holder.family if holder is not None else entry.path)
+
+    def _resume(self, entry: Entry, key: FileKey, path: str, fd: int, size: int) -> None:
+        """Reopen a saved file found away from its name; content replaced meanwhile is handled as a truncation."""
+        fp = Fingerprint(entry.fingerprint, entry.fp_len)
+        try:
+            head = read_head(fd)
+            same = fp.matches(head) and resumable(fd, entry)
+        except OSError:
+            os.close(fd)
+            return
+        if same and size <= entry.offset:
+            os.close(fd)
+            return
+        self._registry.take_saved(key)
+        tail = self._discovery.track(path, entry.pattern, key, fd, entry.offset, fp, "rename",
+                                     before=self._registry.holder_for(entry.path))
+        tail.resumed(entry.seen)
+        log.info("resuming_rotated", path=path, offset=entry.offset)
+        if not same or size < entry.offset:
+            self.truncated(tail, head)
 
     def _locate(self, entry: Entry, key: FileKey) -> tuple[str, int, int] | None:
         paths = [entry.path, *(s.path for s in siblings(entry.path) if FileKey.of(s.st) == key)]

@@ -35,7 +35,7 @@ from sidecar.core.registry import Registry
 from sidecar.core.rotation import Rotation
 from sidecar.core.sink import Sink
 from sidecar.core.tail import Chunk, ReadBuffer, Tail, Truncated
-from sidecar.core.watch import Changes, make_watcher
+from sidecar.core.watch import Changes, NameEvent, make_watcher
 from sidecar.errors import CheckpointError, SidecarError
 from sidecar.log import get_logger
 
@@ -86,6 +86,7 @@ class FileServer:
         self._deadline: float | None = None
         self._stop_began = 0.0
         self._dir_times: dict[str, int] = {}
+        self._watched: set[str] = set()
         self._parked = False
         self._callback_error: BaseException | None = None
 
@@ -126,27 +127,36 @@ class FileServer:
             dirs.add(os.path.dirname(tail.real))
             dirs.add(os.path.dirname(tail.path))
         self._watcher.watch(dirs)
+        self._watched = dirs
+
+    def _watch_new_dirs(self) -> None:
+        """Cheap enough for every event batch: add the directories of files opened since, if any are new."""
+        missing = {d for t in self._registry for d in (os.path.dirname(t.real), os.path.dirname(t.path))}
+        if not missing <= self._watched:
+            self._watch_dirs()
 
     # -- names --------------------------------------------------------------------------------------
 
-    def _on_names(self, paths: list[str]) -> None:
-        """New names, straight from the watcher: open matching files now, then see what they displaced."""
+    def _on_names(self, events: list[NameEvent]) -> None:
+        """Names, straight from the watcher: open matching files now, then see what the new ones displaced.
+
+        A sibling created while a file still held its name can only be a copy of it (copytruncate); one
+        that appeared after the name moved is a generation. The order of the events tells which.
+        """
         try:
-            dirs = {os.path.dirname(p) for p in paths}
-            names = {os.path.basename(p) for p in paths}
             if self._deadline is not None:
                 return
-            for path in paths:
-                tail = self._discovery.consider_path(path)
+            for event in events:
+                tail = self._discovery.consider_path(event.path) if event.appeared else None
                 if tail is not None and self._discovery.last_scan is not None:
                     self._rotation.find_generations(tail.real, tail.pattern, self._discovery.last_scan, tail.family)
+            dirs = {os.path.dirname(e.path) for e in events}
             for tail in self._registry:
                 if os.path.dirname(tail.path) in dirs or os.path.dirname(tail.real) in dirs:
+                    if _copy_appeared_first(tail, events):
+                        self._rotation.check_copies(tail, moved_after=True)
                     self._rotation.check_name(tail)
-                    base = os.path.basename(tail.real)
-                    if any(n != base and n.startswith(base) for n in names):
-                        self._rotation.check_copies(tail)
-            self._watch_dirs()
+            self._watch_new_dirs()
         except Exception as exc:  # raised again by the reader, which ends the process with it
             self._callback_error = exc
             self._watcher.wake()
@@ -433,6 +443,19 @@ class FileServer:
             await asyncio.wait({reader})
         end = self._stop_began + self._config.drain_timeout + EXIT_GRACE
         await self._sink.drain(timeout=max(end - time.monotonic(), 0.5))
+
+
+def _copy_appeared_first(tail: Tail, events: list[NameEvent]) -> bool:
+    """Whether a sibling of ``tail`` was created (as copytruncate creates its copy; a shift of an older
+    generation is a move, not a create) before the tail's own name (or its link) went away."""
+    base = os.path.basename(tail.real)
+    for event in events:
+        if not event.appeared and event.path in (tail.path, tail.real):
+            return False
+        name = os.path.basename(event.path)
+        if event.change == "created" and name != base and name.startswith(base):
+            return True
+    return False
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -50,7 +50,9 @@ class Chunk:
 class Tail:
     """A file we hold open, followed by identity; see the module docstring.
 
-    ``family`` is the name (the path a glob found) whose successive generations and copies this file
+    ``looked_at`` is when a read last found the content as we knew it; ``known_since`` when we began to
+    know the file (now, or the state file's time for a file resumed after a restart): a copy of it cannot
+    be older. ``family`` is the name (the path a glob found) whose successive generations and copies this file
     belongs to: within a family, an older file is read to its end before a newer one is read on.
     """
 
@@ -68,6 +70,7 @@ class Tail:
         "give_up",
         "in_sink",
         "key",
+        "known_since",
         "last_growth",
         "ledger",
         "looked_at",
@@ -106,6 +109,7 @@ class Tail:
         self.last_growth = now
         self.seen_at_path = wall
         self.looked_at = wall
+        self.known_since = wall
         self._looked_sig: tuple[int, int, int] | None = None
         self._mark: tuple[int, str, int] = (0, "", 0)
         self.size = 0
@@ -153,6 +157,10 @@ class Tail:
         pieces, rest = frame(buf, view, end, buffer.max_line)
         self.pending = bytes(buf[rest:end])
         return Chunk(pieces, base)
+
+    def resumed(self, seen: float) -> None:
+        """This tail continues a file saved at ``seen``: copies made since then may hold its bytes."""
+        self.looked_at = self.known_since = seen
 
     def unchanged(self) -> bool:
         """True when the file's size and times are what they were at the last call and we read all of it.

@@ -8,12 +8,12 @@ always runs: inotify can overflow, and does not see network or FUSE filesystems.
 from __future__ import annotations
 
 from sidecar.core.config import WatchBackend
-from sidecar.core.watch.base import Changes, Watcher
+from sidecar.core.watch.base import Changes, NameEvent, Watcher
 from sidecar.core.watch.inotify import InotifyUnavailable, InotifyWatcher
 from sidecar.core.watch.poll import PollWatcher
 from sidecar.log import get_logger
 
-__all__ = ["Changes", "Watcher", "make_watcher"]
+__all__ = ["Changes", "NameEvent", "Watcher", "make_watcher"]
 
 log = get_logger(__name__)
 

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-NamesCallback = Callable[[list[str]], None]
-"""Receives paths created in, or moved into, a watched directory, as soon as the kernel reports them."""
+NameChange = Literal["created", "moved_in", "gone"]
+
+
+@dataclass(frozen=True, slots=True)
+class NameEvent:
+    """A name that was created in, moved into, or left (moved out, deleted) a watched directory."""
+
+    path: str
+    change: NameChange
+
+    @property
+    def appeared(self) -> bool:
+        return self.change != "gone"
+
+
+NamesCallback = Callable[[list[NameEvent]], None]
+"""Receives name events in the order the kernel reported them, as soon as it does."""
 
 
 @dataclass(slots=True)

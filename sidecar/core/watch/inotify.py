@@ -21,7 +21,7 @@ import errno
 import os
 import struct
 
-from sidecar.core.watch.base import Changes, NamesCallback
+from sidecar.core.watch.base import Changes, NameChange, NameEvent, NamesCallback
 from sidecar.errors import SidecarError
 
 IN_MODIFY = 0x002
@@ -40,6 +40,7 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
 _NEW_NAME = IN_MOVED_TO | IN_CREATE
+_GONE_NAME = IN_MOVED_FROM | IN_DELETE
 _NAMES_MASK = _NEW_NAME | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB
 _DATA_MASK = IN_MODIFY | IN_CLOSE_WRITE
 _HEADER = struct.Struct("iIII")
@@ -74,7 +75,7 @@ class _Instance:
                 self._wds[new] = wd
                 self._dirs[wd] = new
 
-    def read(self, into: Changes, names: list[str] | None = None) -> bool:
+    def read(self, into: Changes, names: list[NameEvent] | None = None) -> bool:
         """Read every queued event without blocking into ``into`` (new names also into ``names``)."""
         got = False
         while True:
@@ -89,7 +90,7 @@ class _Instance:
             got = True
             self._parse(data, into, names)
 
-    def _parse(self, data: bytes, into: Changes, names: list[str] | None) -> None:
+    def _parse(self, data: bytes, into: Changes, names: list[NameEvent] | None) -> None:
         pos = 0
         while pos + _HEADER.size <= len(data):
             wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
@@ -111,8 +112,9 @@ class _Instance:
             into.paths.add(path)
             if mask & _NAMES_MASK:
                 into.structure = True
-                if names is not None and mask & _NEW_NAME and not mask & IN_ISDIR:
-                    names.append(path)
+                if names is not None and mask & (_NEW_NAME | _GONE_NAME) and not mask & IN_ISDIR:
+                    change: NameChange = "created" if mask & IN_CREATE else "moved_in" if mask & IN_MOVED_TO else "gone"
+                    names.append(NameEvent(path, change))
 
     def close(self) -> None:
         os.close(self.fd)
@@ -145,7 +147,7 @@ class InotifyWatcher:
         self._data.watch(dirs)
 
     def _names_ready(self) -> None:
-        names: list[str] = []
+        names: list[NameEvent] = []
         if self._names.read(self._pending, names):
             self._has_events = True
             if names and self._on_names is not None:
