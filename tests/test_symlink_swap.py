@@ -103,3 +103,29 @@ def test_configured_symlink_gets_the_generation_search_when_its_target_is_rename
     assert sc.stop() == 0
     report = check(sc.output(), expected)
     assert report.ok, report.summary()
+
+
+def test_target_rotated_before_the_sidecar_saw_it_is_found_among_the_new_files(
+    tmp_path: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: while the sidecar is stopped, the link moves to a new container's log, which is
+    rotated by rename at once (the runtime writes to the renamed file a moment longer) and the link moves
+    on again. The first target was never under the name the link pointed at when the sidecar looked."""
+    kubelet = Kubelet(tmp_path)
+    first = kubelet.start_container()
+    first.write(100)
+    sc = sidecar(kubelet.link)
+    sc.wait_for_lines(100)
+    sc.pause()
+    second = kubelet.start_container()
+    second.write(20)
+    second.rename_rotate(second.path.with_name("1.log.20261201-101500"), late_lines=30)
+    second.write(10)  # the runtime's new 1.log
+    third = kubelet.start_container()
+    third.write(40)
+    sc.resume()
+    expected = {w.stream: w.written for w in (first, second, third)}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected, files={w.stream: w.files for w in (first, second, third)})
+    assert report.ok, report.summary()
