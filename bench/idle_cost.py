@@ -80,10 +80,10 @@ def run(quick: bool) -> Outcome:
             files = [directory / f"app-{i:04d}.log" for i in range(count)]
             for path in files:
                 path.write_bytes(_FIRST_LINES)
-            followers = [tail(files)]
-            if not missing:
-                followers.append(sidecar_stream(directory / "*.log", fresh_dir(work, "checkpoints-")))
             for index in range(runs):
+                followers = [tail(files)]
+                if not missing:
+                    followers.append(sidecar_stream(directory / "*.log", fresh_dir(work, "checkpoints-")))
                 for follower in followers:
                     note(f"{NAME}: run {index + 1}/{runs}, {follower.name}, {count:,} files")
                     cost = measure(follower, files, seconds, work / f"{count}.stderr")

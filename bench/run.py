@@ -24,6 +24,9 @@ from bench.followers import BenchError
 from bench.report import Figure, Outcome, note, show
 from bench.workload import REPO, exit_on_sigterm
 
+_SHOWN = 160
+"""Characters of a failure's message in the summary table (the whole message goes to stderr)."""
+
 BENCHES: dict[str, Callable[[bool], Outcome]] = {
     stream_throughput.NAME: stream_throughput.run,
     stream_latency.NAME: stream_latency.run,
@@ -50,7 +53,8 @@ def main() -> int:
             outcome = BENCHES[name](args.quick)
         except BenchError as error:
             failed = True
-            figures.append(Figure(name, "FAILED", "-", str(error)))
+            figures.append(Figure(name, "FAILED", "-", str(error)[:_SHOWN]))
+            note(f"{name} FAILED: {error}")
             continue
         figures += outcome.figures
         data[name] = outcome.data
