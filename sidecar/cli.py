@@ -13,11 +13,10 @@ import click
 
 from sidecar import __version__
 from sidecar.errors import ConfigError, SidecarError
+from sidecar.modes import MODES
 
-MODES = ("stream", "agent")
 COMMANDS = {
-    "stream": "sidecar.modes.stream.cli:stream_command",
-    "agent": "sidecar.modes.agent.cli:agent_command",
+    **MODES,
     "status": "sidecar.tools.status:status_command",
     "inject": "sidecar.tools.inject:inject_command",
 }

@@ -12,9 +12,8 @@ import contextlib
 import os
 import resource
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Protocol
 
 from sidecar import log as diagnostics
 from sidecar.core.config import FollowConfig
@@ -27,9 +26,6 @@ from sidecar.observe.http import start_http
 from sidecar.observe.metrics import Metrics
 
 log = get_logger(__name__)
-
-Mode = Literal["stream", "agent"]
-
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
@@ -56,15 +52,29 @@ class ModeContext:
     config: FollowConfig
 
 
-SinkFactory = Callable[[ModeContext], Sink]
+class Mode(Protocol):
+    """A mode, as its command built it once from the options: its name, the core's and the process's
+    options, and how to make its sink inside the running loop. Each mode is one typed object of this shape
+    (:class:`sidecar.modes.stream.cli.StreamMode`, :class:`sidecar.modes.agent.cli.AgentMode`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def follow(self) -> FollowConfig: ...
+
+    @property
+    def runtime(self) -> RuntimeOptions: ...
+
+    def make_sink(self, ctx: ModeContext) -> Sink: ...
 
 
-def run_mode(mode: Mode, config: FollowConfig, runtime: RuntimeOptions, make_sink: SinkFactory) -> int:
+def run_mode(mode: Mode) -> int:
     """Run a mode until SIGTERM/SIGINT; return the process exit code."""
-    diagnostics.setup(runtime.log_level, runtime.log_format)
+    diagnostics.setup(mode.runtime.log_level, mode.runtime.log_format)
     _raise_open_file_limit()
     try:
-        return asyncio.run(_main(mode, config, runtime, make_sink))
+        return asyncio.run(_main(mode))
     except SidecarError as exc:
         log.error("fatal", error=str(exc))
         return exc.exit_code
@@ -93,12 +103,13 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _main(mode: Mode, config: FollowConfig, runtime: RuntimeOptions, make_sink: SinkFactory) -> int:
+async def _main(mode: Mode) -> int:
+    config, runtime = mode.follow, mode.runtime
     stop = asyncio.Event()
     _install_signals(stop)
-    metrics = Metrics(mode)
+    metrics = Metrics(mode.name)
     health = Health()
-    sink = make_sink(ModeContext(metrics, health, config))
+    sink = mode.make_sink(ModeContext(metrics, health, config))
     server = FileServer(config, sink, metrics, health)
     endpoint = None
     if runtime.metrics_port:
@@ -110,7 +121,7 @@ async def _main(mode: Mode, config: FollowConfig, runtime: RuntimeOptions, make_
                 "choose another --metrics-port / SIDECAR_METRICS_PORT, or 0 to disable"
             ) from exc
     server.start()
-    log.info("started", mode=mode, paths=",".join(config.paths), files=server.open_files,
+    log.info("started", mode=mode.name, paths=",".join(config.paths), files=server.open_files,
              metrics=f"http://{runtime.metrics_address}:{runtime.metrics_port}/metrics" if endpoint else "off")
     try:
         await server.run(stop)

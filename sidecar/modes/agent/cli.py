@@ -12,17 +12,18 @@ import asyncio
 import contextlib
 import socket
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
+from sidecar.core.config import FollowConfig
 from sidecar.errors import ConfigError, ForwardError
 from sidecar.forward.client import DEFAULT_PORT, ForwardOptions, Receiver, TlsOptions
 from sidecar.forward.pool import ForwardPool
 from sidecar.log import get_logger
-from sidecar.modes.agent.multiline import PRESETS, make_rule_factory
-from sidecar.modes.agent.parsers import PARSER_NAMES, make_parser, make_time_reader
+from sidecar.modes.agent.multiline import PRESETS, RuleFactory, make_rule_factory
+from sidecar.modes.agent.parsers import PARSER_NAMES, Parser, TimeReader, make_parser, make_time_reader
 from sidecar.modes.agent.records import DEFAULT_TAG, Encoder, RecordShape, TagTemplate, parse_fields, pod_identity
 from sidecar.modes.agent.sink import FLUENT_BIT_PIECE, ForwardSink, SinkOptions, default_chunk_bytes
 from sidecar.observe.health import OutageLimit
@@ -35,7 +36,7 @@ from sidecar.options import (
     option,
     runtime_options,
 )
-from sidecar.runtime import ModeContext, run_mode, runtime_options_from
+from sidecar.runtime import ModeContext, RuntimeOptions, run_mode, runtime_options_from
 
 log = get_logger(__name__)
 
@@ -205,37 +206,26 @@ def chunk_bytes_from(params: dict[str, Any]) -> int:
     return given
 
 
-def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]:
-    """Check every agent option now and return the ``make_sink`` the runtime calls inside its loop."""
-    pod = pod_identity()
-    shape = RecordShape(
-        TagTemplate(params["tag"], pod),
-        message_key=params["message_key"],
-        file_key=params["file_key"],
-        static=parse_fields(params["field"]),
-        pod=pod,
-    )
-    parser = make_parser(params["parser"], params["regex"])
-    time_reader = make_time_reader(params["time_key"], params["time_format"], params["parser"])
-    multiline = make_rule_factory(params["multiline"], params["multiline_start"])
-    receivers = receivers_from(params)
-    forward = forward_options_from(params)
-    options = SinkOptions(
-        chunk_records=params["chunk_records"],
-        chunk_bytes=chunk_bytes_from(params),
-        compress=params["compress"] == "gzip",
-        flush_interval=params["flush_interval"],
-        max_in_flight=params["max_in_flight"],
-        multiline_timeout=params["multiline_timeout"],
-        multiline_max_lines=params["multiline_max_lines"],
-        multiline_max_bytes=params["multiline_max_bytes"],
-    )
+@dataclass(frozen=True, slots=True)
+class AgentMode:
+    """Agent mode's whole configuration, built and checked once from the command line (:func:`agent_mode`)."""
 
-    outage_limit = params["outage_limit"]
+    follow: FollowConfig
+    runtime: RuntimeOptions
+    receivers: tuple[Receiver, ...]
+    forward: ForwardOptions
+    shape: RecordShape
+    parser: Parser | None
+    time_reader: TimeReader | None
+    multiline: RuleFactory | None
+    sink: SinkOptions
+    outage_limit: float
+    name: str = "agent"
 
-    def make_sink(ctx: ModeContext) -> ForwardSink:
-        pool = ForwardPool(receivers, forward, ctx.metrics)
-        outage = OutageLimit(pool.not_ready_reason, outage_limit)
+    def make_sink(self, ctx: ModeContext) -> ForwardSink:
+        """The pool, its watch and the sink, made inside the running loop (they start tasks)."""
+        pool = ForwardPool(list(self.receivers), self.forward, ctx.metrics)
+        outage = OutageLimit(pool.not_ready_reason, self.outage_limit)
         ctx.health.add_ready_check("receiver", outage)
         watch = ReceiverWatch(pool)
 
@@ -245,18 +235,50 @@ def sink_factory(params: dict[str, Any]) -> Callable[[ModeContext], ForwardSink]
 
         sink = ForwardSink(
             pool,
-            shape,
-            Encoder(shape.message_key, parser, time_reader, ctx.metrics),
+            self.shape,
+            Encoder(self.shape.message_key, self.parser, self.time_reader, ctx.metrics),
             ctx.metrics,
-            options,
-            multiline,
+            self.sink,
+            self.multiline,
             on_tick=tick,
         )
         watch.start()
         sink.start()
         return sink
 
-    return make_sink
+
+def agent_mode(params: dict[str, Any]) -> AgentMode:
+    """Check every agent option now: a mistake is one line and exit code 2, before anything starts."""
+    pod = pod_identity()
+    shape = RecordShape(
+        TagTemplate(params["tag"], pod),
+        message_key=params["message_key"],
+        file_key=params["file_key"],
+        static=parse_fields(params["field"]),
+        pod=pod,
+    )
+    sink = SinkOptions(
+        chunk_records=params["chunk_records"],
+        chunk_bytes=chunk_bytes_from(params),
+        compress=params["compress"] == "gzip",
+        flush_interval=params["flush_interval"],
+        max_in_flight=params["max_in_flight"],
+        multiline_timeout=params["multiline_timeout"],
+        multiline_max_lines=params["multiline_max_lines"],
+        multiline_max_bytes=params["multiline_max_bytes"],
+    )
+    return AgentMode(
+        follow=follow_config(params),
+        runtime=runtime_options_from(params),
+        receivers=tuple(receivers_from(params)),
+        forward=forward_options_from(params),
+        shape=shape,
+        parser=make_parser(params["parser"], params["regex"]),
+        time_reader=make_time_reader(params["time_key"], params["time_format"], params["parser"]),
+        multiline=make_rule_factory(params["multiline"], params["multiline_start"]),
+        sink=sink,
+        outage_limit=params["outage_limit"],
+    )
 
 
 class ReceiverWatch:
@@ -301,7 +323,4 @@ class ReceiverWatch:
 @runtime_options
 def agent_command(**params: Any) -> None:
     """Follow GLOB... and ship every line to Fluentd/Fluent Bit (Forward protocol), at least once."""
-    config = follow_config(params)
-    runtime = runtime_options_from(params)
-    make_sink = sink_factory(params)
-    sys.exit(run_mode("agent", config, runtime, make_sink))
+    sys.exit(run_mode(agent_mode(params)))
