@@ -1,0 +1,183 @@
+"""The file server driven in-process: the timing cases of core v2 without a subprocess in between.
+
+A sink that blocks the event loop with ``time.sleep`` stands for a process that is stopped or
+CPU-throttled: nothing of ours runs meanwhile, as under SIGSTOP, while the test rotates files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sidecar.core.checkpoint import CheckpointStore
+from sidecar.core.config import FollowConfig
+from sidecar.core.events import NullObserver
+from sidecar.core.server import FileServer
+from sidecar.core.sink import Batch
+from tests.checker import check
+from tests.writer import LogWriter
+
+
+class FreezingSink:
+    """Collects lines; while ``freeze`` is set, the first batch runs it inside the loop (nothing else runs)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.freeze: Callable[[], None] | None = None
+
+    async def emit(self, batch: Batch) -> None:
+        self.out += bytes(batch.data)
+        batch.commit()
+        freeze, self.freeze = self.freeze, None
+        if freeze is not None:
+            freeze()
+
+    async def drain(self, timeout: float) -> None:
+        pass
+
+
+def _config(tmp_path: Path, path: Path) -> FollowConfig:
+    return FollowConfig(paths=(str(path),), checkpoint_dir=tmp_path / "state", poll_interval=0.2,
+                        checkpoint_interval=5.0, rotate_wait=0.3)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def _run_server(tmp_path: Path, path: Path, body: Callable[[FreezingSink, FileServer], object]) -> FreezingSink:
+    sink = FreezingSink()
+
+    async def main() -> None:
+        server = FileServer(_config(tmp_path, path), sink, NullObserver())
+        stop = asyncio.Event()
+        task = asyncio.create_task(server.run(stop))
+        await asyncio.sleep(0.2)
+        result = body(sink, server)
+        if asyncio.iscoroutine(result):
+            await result
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    return sink
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_rename_burst_with_generations_deleted_within_milliseconds_loses_nothing_in_process(
+    round_: int, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    writer = LogWriter(logs / "app.log")
+    writer.write(5)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        for number in range(1, 13):
+            writer.write(700)
+            oldest = logs / "app.log.3"
+            if oldest.exists():
+                oldest.unlink()
+            for older in (2, 1):
+                if (logs / f"app.log.{older}").exists():
+                    (logs / f"app.log.{older}").rename(logs / f"app.log.{older + 1}")
+            writer.rename_rotate(logs / "app.log.1")
+            await asyncio.sleep(0.002 if number % 2 else 0)
+        writer.write(10)
+        await _until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written))
+
+    sink = _run_server(tmp_path, logs / "app.log", body)
+    report = check(bytes(sink.out), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_symlink_repointed_while_the_loop_is_frozen_reads_every_target_in_order(tmp_path: Path) -> None:
+    """Three repoints while nothing of ours runs: the middle targets are found among the files created since."""
+    pods, links = tmp_path / "pods", tmp_path / "links"
+    pods.mkdir()
+    links.mkdir()
+    link = links / "app.log"
+    writers = [LogWriter(pods / f"{n}.log", f"t{n}") for n in range(4)]
+    writers[0].write(100)
+    link.symlink_to(pods / "0.log")
+
+    def repoint_three_times() -> None:
+        for n in (1, 2, 3):
+            writers[n].write(1000)
+            tmp = links / ".app.log.tmp"
+            tmp.symlink_to(pods / f"{n}.log")
+            os.replace(tmp, link)
+            time.sleep(0.015)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await _until(lambda: bytes(sink.out).count(b"\n") == 100)
+        writers[0].write(50)
+        sink.freeze = repoint_three_times
+        await _until(lambda: bytes(sink.out).count(b"\n") >= 3150)
+
+    sink = _run_server(tmp_path, link, body)
+    report = check(bytes(sink.out), {f"t{n}": w.written for n, w in enumerate(writers)})
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("read_first", [0, 300])
+def test_copytruncate_while_the_loop_is_frozen_reads_every_copy_first(read_first: int, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    writer = LogWriter(app)
+    writer.reopen()
+    writer.write(read_first)
+
+    def copytruncate_four_times() -> None:
+        for _ in range(4):
+            for n in range(4, 0, -1):
+                if (logs / f"app.log.{n}").exists():
+                    (logs / f"app.log.{n}").rename(logs / f"app.log.{n + 1}")
+            writer.write(800)
+            shutil.copyfile(app, logs / "app.log.1")
+            os.truncate(app, 0)
+            time.sleep(0.01)
+        writer.write(40)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        writer.write(1)
+        await _until(lambda: bytes(sink.out).count(b"\n") == read_first + 1)
+        writer.write(1)
+        sink.freeze = copytruncate_four_times
+        await _until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written), timeout=3)
+
+    sink = _run_server(tmp_path, app, body)
+    report = check(bytes(sink.out), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+def test_progress_is_on_disk_soon_after_the_reader_catches_up_whatever_the_interval(tmp_path: Path) -> None:
+    """--checkpoint-interval is 5 s here: the state file must still hold the lines well before that."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    writer = LogWriter(logs / "app.log")
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        writer.write(2000)
+        size = (logs / "app.log").stat().st_size
+        await _until(lambda: len(sink.out) == size)
+        caught_up = time.monotonic()
+
+        def saved() -> bool:
+            entries = CheckpointStore(tmp_path / "state").read().entries if (tmp_path / "state").exists() else []
+            return any(e.offset == size for e in entries)
+
+        await _until(saved, timeout=4.0)
+        assert time.monotonic() - caught_up < 4.0
+
+    _run_server(tmp_path, logs / "app.log", body)
