@@ -225,8 +225,11 @@ class FileServer:
         observer, pattern = self._observer, tail.pattern
         batches = []
         for piece in chunk.pieces:
-            if split and piece.start < 0:
+            if piece.start >= 0:
+                tail.splitting = False
+            elif split and not tail.splitting:
                 observer.long_line(pattern)
+                tail.splitting = True
             observer.read(pattern, piece.lines, len(piece.data))
             batches.append(tail.batch(piece, chunk.base))
         tail.in_sink += 1

@@ -84,6 +84,7 @@ class Tail:
         "seen_at_path",
         "size",
         "source",
+        "splitting",
     )
 
     def __init__(self, key: FileKey, fd: int, path: str, pattern: str, offset: int, fp: Fingerprint,
@@ -116,6 +117,7 @@ class Tail:
         self.behind_since: float | None = None
         self.in_sink = 0
         self.give_up = False
+        self.splitting = False  # inside a line over --max-line-bytes: its pieces count as one
         self.source = self._source()
 
     def _source(self) -> Source:
