@@ -133,14 +133,18 @@ class Rotation:
         self._follow_in_order(found, pattern, self._registry.holder_for(real), family, "generation_found")
 
     def _find_targets(self, tail: Tail) -> None:
-        """A symlink repointed: follow its new target now, and any target it had between our two looks."""
+        """A symlink repointed: follow its new target now, and any target it had between our two looks.
+
+        Those are the files created since in the old target's directory that look like it: its extension in
+        their name (``1.log``, and the kubelet's rotated ``1.log.20261201-101500``).
+        """
         self._discovery.consider_path(tail.path)
         current = os.path.realpath(tail.path)
         suffix = os.path.splitext(tail.real)[1]
         directory = os.path.dirname(tail.real)
         found = []
         for candidate in self._candidates_in(directory, tail.seen_at_path - MTIME_SLACK, tail.pattern):
-            if candidate.path == current or not candidate.path.endswith(suffix):
+            if candidate.path == current or suffix not in os.path.basename(candidate.path):
                 os.close(candidate.fd)
             else:
                 found.append(candidate)
