@@ -19,9 +19,13 @@ from sidecar.errors import CheckpointError
 
 
 class GatedSink:
-    """Takes batches only while its gate is open: a receiver that is down, then back."""
+    """Takes batches only while its gate is open: a receiver that is down, then back.
 
-    def __init__(self) -> None:
+    ``reads_descriptor`` says whether it stands for a sink that copies from the file while it waits.
+    """
+
+    def __init__(self, reads_descriptor: bool = True) -> None:
+        self.reads_descriptor = reads_descriptor
         self.out = bytearray()
         self.gate = asyncio.Event()
         self.gate.set()
@@ -129,6 +133,32 @@ def test_rotated_file_the_sink_cannot_take_is_given_up_after_rotate_wait_max_onc
         assert follower.open_files == 0
         assert len(sink.out) == chunk
         assert events.given_up_bytes == 3 * chunk - chunk
+        stop.set()
+        await task
+
+    _run(body)
+
+
+def test_a_given_up_file_is_let_go_at_once_when_the_waiting_sink_does_not_read_its_descriptor(
+    tmp_path: Path, log_dir: Path
+) -> None:
+    """Agent mode copies a batch before it waits for the in-flight window: a receiver down for hours must not
+    keep a deleted file's space past --rotate-wait-max."""
+    app = log_dir / "app.log"
+
+    async def body() -> None:
+        sink, events = GatedSink(reads_descriptor=False), Events()
+        app.write_bytes(b"x" * 1023 + b"\n")
+        sink.gate.clear()
+        follower = FileServer(_config(tmp_path, rotate_wait_max=0.3), sink, events)
+        stop = asyncio.Event()
+        task = asyncio.create_task(follower.run(stop))
+        await sink.waiting.wait()
+        os.unlink(app)
+        await _until(lambda: events.given_up_bytes > 0)
+        assert follower.open_files == 0
+        assert events.given_up_bytes == 1024
+        sink.gate.set()
         stop.set()
         await task
 

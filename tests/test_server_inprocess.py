@@ -27,6 +27,8 @@ from tests.writer import LogWriter
 class FreezingSink:
     """Collects lines; while ``freeze`` is set, the first batch runs it inside the loop (nothing else runs)."""
 
+    reads_descriptor = False
+
     def __init__(self) -> None:
         self.out = bytearray()
         self.freeze: Callable[[], None] | None = None

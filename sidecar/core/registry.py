@@ -92,8 +92,8 @@ class Registry:
         return best
 
     def release(self, tail: Tail, skip_to: int = 0) -> None:
-        """Close ``tail`` (the sink is done with it) and keep its position while the file exists."""
-        assert tail.in_sink == 0, "a descriptor is closed only when the sink has returned"
+        """Close ``tail`` and keep its position while the file exists; the caller knows the sink no longer
+        reads the descriptor (:attr:`sidecar.core.sink.Sink.reads_descriptor`)."""
         try:
             alive = os.fstat(tail.fd).st_nlink > 0
         except OSError:

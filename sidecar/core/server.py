@@ -345,11 +345,11 @@ class FileServer:
     def _give_up_overdue(self) -> None:
         """A rotated file the sink could not take in ``--rotate-wait-max`` (receiver down for long) is given up,
         so that a deleted file's disk space is not held for ever; its unread bytes are counted. A file the
-        sink is still copying from is given up when the sink returns."""
+        sink may still be copying from in the kernel is given up when the sink returns."""
         now = time.monotonic()
         for tail in self._registry:
             if tail.rotated is not None and now - tail.rotated_at >= self._config.rotate_wait_max:
-                if tail.in_sink:
+                if tail.in_sink and self._sink.reads_descriptor:
                     tail.give_up = True
                 else:
                     self._give_up(tail)

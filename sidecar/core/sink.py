@@ -71,6 +71,11 @@ class Batch:
 class Sink(Protocol):
     """Where a mode takes the lines."""
 
+    @property
+    def reads_descriptor(self) -> bool:
+        """Whether :meth:`emit` reads ``batch.fd`` while it waits (stream mode's ``sendfile``); a sink that
+        copies the bytes first (agent mode) lets the core close a given-up file while emit still waits."""
+
     async def emit(self, batch: Batch) -> None:
         """Take a batch; wait here to apply backpressure. Commit now or later."""
 

@@ -168,6 +168,8 @@ class _FileGroups:
 class ForwardSink:
     """Ships batches as Forward chunks; see the module docstring."""
 
+    reads_descriptor = False
+
     def __init__(
         self,
         sender: ChunkSender,

@@ -41,6 +41,8 @@ class StdoutClosed(SidecarError):
 class StreamSink:
     """Writes every batch to ``fd`` (stdout) and commits it once written."""
 
+    reads_descriptor = True
+
     def __init__(self, counter: DeliveryCounter, fmt: Format = "raw", fd: int = 1) -> None:
         self._counter = counter
         self._fmt = fmt
@@ -70,6 +72,8 @@ class StreamSink:
                 sent = os.sendfile(self._fd, batch.fd, batch.offset + done, total - done)
             except BlockingIOError:
                 await self._writable()
+                if not _file_still_holds(batch):
+                    break
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
@@ -106,6 +110,16 @@ class StreamSink:
     def _closed(exc: OSError) -> StdoutClosed:
         return StdoutClosed(f"cannot write to stdout ({exc.strerror}): its reader went away; "
                             "lines not written stay in the checkpoint")
+
+
+def _file_still_holds(batch: Batch) -> bool:
+    """After waiting for stdout: does the file still hold the batch's bytes (not truncated and rewritten
+    meanwhile)? If not, the rest is written from the batch's copy in memory, which is what we read."""
+    mark = batch.data[-64:]
+    try:
+        return os.pread(batch.fd, len(mark), batch.offset + len(batch.data) - len(mark)) == mark
+    except OSError:
+        return False
 
 
 def _nonblocking_twin(fd: int) -> tuple[int, bool]:
