@@ -54,6 +54,29 @@ def test_agent_mode_refuses_the_same_follow_options(name: str, value: str, allow
     assert allowed in done.stderr
 
 
+AGENT_OUT_OF_RANGE = [
+    ("--ack-timeout", "0s", "from 100ms to 1h"),
+    ("--flush-interval", "0", "from 10ms to 1h"),
+    ("--outage-limit", "30d", "from 0s to 1d"),
+    ("--multiline-timeout", "2h", "from 10ms to 1h"),
+    ("--multiline-max-bytes", "1", "from 256 to 64MiB"),
+    ("--chunk-records", "0", "1<=x<=1000000"),
+    ("--max-in-flight", "100000", "1<=x<=1024"),
+    ("--multiline-max-lines", "0", "1<=x<=100000"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "allowed"), AGENT_OUT_OF_RANGE)
+def test_an_agent_option_out_of_its_range_is_one_line_naming_it_and_the_range(
+    name: str, value: str, allowed: str
+) -> None:
+    done = _run("agent", name, value)
+    assert done.returncode == 2, done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith(f"Error: Invalid value for '{name}'")
+    assert allowed in error
+
+
 def test_a_value_from_the_environment_is_checked_alike() -> None:
     done = _run("stream", env={"SIDECAR_MAX_LINE_BYTES": "0"})
     assert done.returncode == 2

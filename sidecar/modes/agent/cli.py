@@ -65,7 +65,7 @@ receiver_options = compose(
     option("--self-hostname", default=None, help="Our name in the handshake [default: the host name]."),
     option(
         "--outage-limit",
-        type=DURATION,
+        type=DURATION.within("0s", "1d"),
         default="60s",
         help="/readyz answers 503 once no receiver has been connected for this long (0: at once); "
         "shorter outages are buffered by the files and leave the pod ready.",
@@ -81,7 +81,8 @@ delivery_options = compose(
         help="Commit lines only once the receiver acknowledged them (at-least-once); "
         "false commits on write (at-most-once: a receiver crash can lose chunks in flight).",
     ),
-    option("--ack-timeout", type=DURATION, default="30s", help="Resend a chunk not acknowledged this soon."),
+    option("--ack-timeout", type=DURATION.within("100ms", "1h"), default="30s",
+           help="Resend a chunk not acknowledged this soon."),
     option(
         "--compress",
         type=click.Choice(["none", "gzip"]),
@@ -89,7 +90,7 @@ delivery_options = compose(
         help="gzip sends CompressedPackedForward: less network, more CPU. Chunks then default to 768KiB "
         "(see --chunk-bytes).",
     ),
-    option("--chunk-records", type=click.IntRange(1), default=10_000, help="Records per chunk at most."),
+    option("--chunk-records", type=click.IntRange(1, 1_000_000), default=10_000, help="Records per chunk at most."),
     option(
         "--chunk-bytes",
         # below, most lines would travel one per message; above, the chunks in flight would outgrow a
@@ -101,10 +102,11 @@ delivery_options = compose(
         "in pieces of its in_forward Buffer_Chunk_Size (1,024,000 bytes by default), dropping records across pieces: "
         "raise this only with that setting.",
     ),
-    option("--flush-interval", type=DURATION, default="1s", help="Send a chunk at least this often."),
+    option("--flush-interval", type=DURATION.within("10ms", "1h"), default="1s",
+           help="Send a chunk at least this often."),
     option(
         "--max-in-flight",
-        type=click.IntRange(1),
+        type=click.IntRange(1, 1024),
         default=4,
         help="Chunks sent but not acknowledged at most; then reading pauses (the files are the buffer). "
         "Memory grows by up to --chunk-bytes per chunk.",
@@ -142,12 +144,13 @@ record_options = compose(
     option("--multiline-start", metavar="REGEX", help="Lines matching this begin a record; others join it."),
     option(
         "--multiline-timeout",
-        type=DURATION,
+        type=DURATION.within("10ms", "1h"),
         default="1s",
         help="Ship a group that has waited this long for its next line.",
     ),
-    option("--multiline-max-lines", type=click.IntRange(1), default=1000, help="Lines per group at most."),
-    option("--multiline-max-bytes", type=BYTE_SIZE, default="1MiB", help="Bytes per group at most."),
+    option("--multiline-max-lines", type=click.IntRange(1, 100_000), default=1000, help="Lines per group at most."),
+    option("--multiline-max-bytes", type=BYTE_SIZE.within("256", "64MiB"), default="1MiB",
+           help="Bytes per group at most."),
 )
 
 
