@@ -226,8 +226,9 @@ class CheckpointStore:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def load(self) -> list[Entry]:
-        """The saved entries (each dropped one reported on stderr); no file means no entries.
+    def load(self, on_dropped: Callable[[str], None] | None = None) -> list[Entry]:
+        """The saved entries (each dropped one reported on stderr, and to ``on_dropped`` for a metric); no
+        file means no entries.
 
         A file we cannot understand as a whole raises CheckpointError (the caller moves it aside).
         """
@@ -235,6 +236,8 @@ class CheckpointStore:
         for problem in loaded.dropped:
             log.warning("checkpoint_entry_dropped", problem=problem,
                         hint="the file of that entry is treated as new; the other entries are kept")
+            if on_dropped is not None:
+                on_dropped(problem)
         return loaded.entries
 
     def read(self) -> Loaded:

@@ -105,7 +105,7 @@ class FileServer:
         self._store.prepare()
         first_start = not self._store.exists()
         try:
-            entries = self._store.load()
+            entries = self._store.load(on_dropped=lambda _: self._observer.read_error("checkpoint", "bad_entry"))
         except CheckpointError as exc:
             aside = self._store.quarantine()
             log.error("checkpoint_unreadable", error=str(exc), moved_to=str(aside))
