@@ -38,3 +38,21 @@ def test_readme_starts_with_the_two_commands() -> None:
     head = README[:1500]
     assert "make run" in head
     assert "make test" in head
+
+
+def test_architecture_names_every_module_of_the_package() -> None:
+    """ARCHITECTURE.md is the map of the code: a module it does not name is a part nobody can find."""
+    text = (Path(__file__).parent.parent / "ARCHITECTURE.md").read_text()
+    package = Path(__file__).parent.parent / "sidecar"
+    missing = []
+    for module in sorted(package.rglob("*.py")):
+        if module.name.startswith("__"):
+            continue
+        relative = module.relative_to(package).with_suffix("")
+        folder = relative.parent.as_posix()
+        named = (f"`{relative.as_posix()}`" in text
+                 or (folder == "." and f"`{relative.name}`" in text)
+                 or (folder != "." and f"`{folder}/`" in text))
+        if not named:
+            missing.append(relative.as_posix())
+    assert not missing, f"ARCHITECTURE.md does not name: {', '.join(missing)}"
