@@ -18,7 +18,7 @@ import pytest
 from sidecar.core.checkpoint import CheckpointStore
 from sidecar.core.config import FollowConfig
 from sidecar.core.events import NullObserver
-from sidecar.core.server import FileServer
+from sidecar.core.server import FileServer, TaskFailed
 from sidecar.core.sink import Batch
 from tests.checker import check
 from tests.writer import LogWriter
@@ -183,3 +183,59 @@ def test_progress_is_on_disk_soon_after_the_reader_catches_up_whatever_the_inter
         assert time.monotonic() - caught_up < 4.0
 
     _run_server(tmp_path, logs / "app.log", body)
+
+
+class Pulse:
+    """Records what the server tells the probes."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+        self.watching: list[bool] = []
+
+    def beat(self) -> None:
+        self.beats += 1
+
+    def set_watching(self, watching: bool) -> None:
+        self.watching.append(watching)
+
+
+def test_liveness_beats_from_the_reader_and_readiness_waits_for_the_first_file(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pulse, sink = Pulse(), FreezingSink()
+
+    async def main() -> None:
+        server = FileServer(_config(tmp_path, logs / "*.log"), sink, NullObserver(), pulse)
+        stop = asyncio.Event()
+        task = asyncio.create_task(server.run(stop))
+        await asyncio.sleep(0.5)
+        assert pulse.beats > 0
+        assert pulse.watching == []
+        LogWriter(logs / "app.log").write(3)
+        await _until(lambda: pulse.watching == [True])
+        stop.set()
+        await task
+
+    asyncio.run(main())
+
+
+def test_a_failing_housekeeping_task_ends_the_server_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in any task ends the process (the kubelet restarts it) instead of leaving it half alive."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    LogWriter(logs / "app.log").write(3)
+
+    def broken(self: object) -> None:
+        raise RuntimeError("housekeeping broke")
+
+    monkeypatch.setattr(FileServer, "_give_up_overdue", broken)
+
+    async def main() -> None:
+        server = FileServer(_config(tmp_path, logs / "app.log"), FreezingSink(), NullObserver())
+        await asyncio.wait_for(server.run(asyncio.Event()), timeout=10)
+
+    with pytest.raises(TaskFailed, match="housekeeping broke"):
+        asyncio.run(main())
+    assert (tmp_path / "state" / "sidecar-state.json").exists(), "the last checkpoint is still written"
