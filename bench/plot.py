@@ -29,13 +29,14 @@ def draw(figures: Mapping[str, Any], png: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     benches = figures["benches"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6), layout="constrained")
     fig.suptitle(f"log-sidecar stream mode, {figures['machine']}, {figures['date']}", fontsize=11)
     if "stream_throughput" in benches:
         rows = benches["stream_throughput"]["rows"]
         mb = benches["stream_throughput"]["backlog_bytes"] / 1e6
         _bars(axes[0], rows, "mb_per_s", f"catch-up into a pipe, {mb:,.0f} MB backlog\nMB/s of log (higher is better)")
         _bars(axes[1], rows, "cpu_s_per_gb", "CPU seconds per GB of log\n(lower is better)")
+        axes[0].legend(fontsize=8)
     if "stream_latency" in benches:
         _latency(axes[2], benches["stream_latency"]["rows"])
     fig.savefig(png, dpi=110)
@@ -54,7 +55,6 @@ def _bars(ax: Any, rows: Sequence[Mapping[str, Any]], key: str, title: str) -> N
         ax.bar_label(bars, fmt="%.0f" if key == "mb_per_s" else "%.2f", fontsize=7)
     ax.set_xticks(range(len(readers)), [f"{reader} reader" for reader in readers])
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
 
 
 def _latency(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -74,7 +74,7 @@ def _latency(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.set_ylabel("% of lines delivered within")
     ax.axhline(99, color="#cccccc", linewidth=0.8)
     ax.set_title("latency distribution", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1)
 
 
 def main() -> None:
