@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import agent_throughput, idle_cost, memory, plot, scrape_load, stream_latency, stream_throughput
+from bench import agent_throughput, idle_cost, memory, plot, scenarios, scrape_load, stream_latency, stream_throughput
 from bench.followers import BenchError
 from bench.report import Figure, Outcome, note, show
 from bench.workload import REPO, exit_on_sigterm
@@ -34,6 +34,7 @@ BENCHES: dict[str, Callable[[bool], Outcome]] = {
     idle_cost.NAME: idle_cost.run,
     agent_throughput.NAME: agent_throughput.run,
     scrape_load.NAME: scrape_load.run,
+    scenarios.NAME: scenarios.run,
 }
 
 
