@@ -200,6 +200,9 @@ class FollowModel(RuleBasedStateMachine):
     @precondition(lambda self: self.exists)
     @rule()
     def copytruncate(self) -> None:
+        """logrotate's copytruncate. It takes at least one tick of the file clock (~4 ms): a copy and a rename
+        of the same file within one tick, while the sidecar cannot look, are ordered by name alone, which
+        cannot tell a copy from the generation copied."""
         self._finish_partial()
         self._moved_away(self.writer.path, self.generation)
         dest = self._next_name()
@@ -208,6 +211,7 @@ class FollowModel(RuleBasedStateMachine):
         if not self.sc.running:
             self.copied_while_down.append(dest)
         self.generation = []
+        time.sleep(0.01)
 
     @precondition(lambda self: self.exists)
     @rule()

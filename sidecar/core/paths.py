@@ -58,6 +58,10 @@ class PathsProvider:
                 return pattern
         return None
 
+    def literal_paths(self) -> list[str]:
+        """The patterns that name one file (no wildcard): their generations can be looked for by name."""
+        return [p for p in self.patterns if not glob.has_magic(p)]
+
     def watch_dirs(self) -> set[str]:
         """Directories whose events can reveal a new matching file: each glob's fixed prefix and the levels below."""
         dirs: set[str] = set()

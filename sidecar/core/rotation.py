@@ -40,8 +40,9 @@ _NUMBERED = re.compile(r"[._-](\d{1,4})")
 
 
 def _age_rank(suffix: str) -> tuple[int, int, str]:
-    """Order of siblings written within one tick of the file clock: ``.2`` is older than ``.1`` (numbered
-    rotation shifts old generations up), ``-20261201`` older than ``-20261202`` (dates sort as written)."""
+    """Order of siblings written, and renamed, within one tick of the file clock: ``.2`` is older than ``.1``
+    (numbered rotation shifts old generations up), ``-20261201`` older than ``-20261202`` (dates sort as
+    written). Before this, the change time orders them: each shift or rename sets it, oldest first."""
     numbered = _NUMBERED.fullmatch(suffix)
     if numbered is not None:
         return 0, -int(numbered.group(1)), ""
@@ -154,17 +155,19 @@ class Rotation:
 
     # -- content -------------------------------------------------------------------------------------
 
-    def check_copies(self, tail: Tail, moved_after: bool = False) -> None:
+    def check_copies(self, tail: Tail, moved_after: bool = False, only: set[str] | None = None) -> None:
         """A sibling appeared: if it holds bytes this file no longer has, the file was truncated unseen.
 
         This is how a copytruncate is noticed when the file's size alone cannot show it (we had read
         nothing, or little, and the file has grown again since). Once the file's name has moved, a new
-        sibling is its successor rather than its copy, unless ``moved_after`` (the events say the sibling
-        came first, or we know enough of the file's bytes to tell).
+        sibling is its successor rather than its copy, unless we know enough of the file's bytes to tell
+        (``moved_after``) or the events name the siblings created while it still held its name (``only``).
         """
-        if tail.rotated is not None or tail.fd < 0 or not (moved_after or self._holds_name(tail)):
+        if tail.rotated is not None or tail.fd < 0:
             return
-        for candidate in self._new_siblings(tail.real, _copies_since(tail), tail.pattern):
+        if not (moved_after or only is not None or self._holds_name(tail)):
+            return
+        for candidate in self._new_siblings(tail.real, _copies_since(tail), tail.pattern, only):
             try:
                 size = candidate.st.st_size
                 lost = size > 0 and tail.holds_known_bytes(candidate.fd, size) and not is_prefix(
@@ -177,14 +180,23 @@ class Rotation:
                     head = read_head(tail.fd)
                 except OSError:
                     return
-                self.truncated(tail, head)
+                self.truncated(tail, head, only)
                 return
 
-    def truncated(self, tail: Tail, head: bytes) -> None:
-        """The file's content was replaced: finish the old content from its copies, then restart at 0."""
+    def truncated(self, tail: Tail, head: bytes, only: set[str] | None = None) -> None:
+        """The file's content was replaced: finish the old content from its copies, then restart at 0.
+
+        The copy we were reading is the newest new sibling that begins with every byte we know of the file
+        (an older one that does too is a stale ``cp``); the siblings newer than it are copies of content we
+        never saw, read whole. Of a file we knew nothing of, every new sibling is such a copy.
+        """
         resume = tail.resume
-        candidates = self._new_siblings(tail.real, _copies_since(tail), tail.pattern)
-        start = next((i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)), None)
+        candidates = self._new_siblings(tail.real, _copies_since(tail), tail.pattern, only)
+        if tail.fp.length == 0 and tail.pos == 0:
+            start: int | None = 0 if candidates else None
+        else:
+            matching = [i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)]
+            start = matching[-1] if matching else None
         kind: RotationKind = "truncate"
         if start is not None:
             kind = "copytruncate"
@@ -224,18 +236,21 @@ class Rotation:
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _new_siblings(self, real: str, since: float, pattern: str) -> list[_Candidate]:
-        """Files beside ``real`` we do not know, changed since ``since``, opened (oldest first)."""
+    def _new_siblings(self, real: str, since: float, pattern: str, only: set[str] | None = None
+                      ) -> list[_Candidate]:
+        """Files beside ``real`` we do not know, changed since ``since`` (among ``only``), opened, oldest first."""
         found = []
         for sib in siblings(real):
             key = FileKey.of(sib.st)
             if self._registry.knows(key) or sib.st.st_mtime < since - MTIME_SLACK:
                 continue
+            if only is not None and sib.path not in only:
+                continue
             opened = self._discovery.open_verified(sib.path, pattern, key)
             if opened is not None:
                 found.append(_Candidate(sib.path, key, opened[0], opened[1]))
         base = os.path.basename(real)
-        found.sort(key=lambda c: (c.st.st_mtime_ns, _age_rank(os.path.basename(c.path)[len(base):])))
+        found.sort(key=lambda c: (c.st.st_mtime_ns, c.st.st_ctime_ns, _age_rank(os.path.basename(c.path)[len(base):])))
         return found
 
     def _candidates_in(self, directory: str, since: float, pattern: str) -> list[_Candidate]:

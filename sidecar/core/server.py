@@ -153,9 +153,12 @@ class FileServer:
             dirs = {os.path.dirname(e.path) for e in events}
             for tail in self._registry:
                 if os.path.dirname(tail.path) in dirs or os.path.dirname(tail.real) in dirs:
-                    if _copy_appeared_first(tail, events):
-                        self._rotation.check_copies(tail, moved_after=True)
+                    copies = _created_before_it_moved(tail, events)
+                    if copies:
+                        self._rotation.check_copies(tail, only=copies)
                     self._rotation.check_name(tail)
+            for path in dict.fromkeys(e.path for e in events):
+                self._search_orphaned(path)
             self._watch_new_dirs()
         except Exception as exc:  # raised again by the reader, which ends the process with it
             self._callback_error = exc
@@ -170,7 +173,20 @@ class FileServer:
         for tail in self._discovery.scan(known_at=known_at):
             if since is not None:
                 self._rotation.find_generations(tail.real, tail.pattern, since, tail.family)
+        for path in self._discovery.paths.literal_paths():
+            self._search_orphaned(path, since)
         self._watch_dirs()
+
+    def _search_orphaned(self, path: str, since: float | None = None) -> None:
+        """A name a glob matches, with no file of ours holding it (gone, or never seen): generations rotated
+        away from it meanwhile are beside it, and nobody else would look for them."""
+        pattern = self._discovery.paths.match(path)
+        real = os.path.realpath(path)
+        if pattern is None or self._registry.holder_for(real) is not None:
+            return
+        look_from = since if since is not None else self._discovery.last_scan
+        if look_from is not None:
+            self._rotation.find_generations(real, pattern, look_from, path)
 
     def _check_dirs(self) -> None:
         """A directory that changed may hold a copy made while we could not look: check its files' copies."""
@@ -448,17 +464,18 @@ class FileServer:
         await self._sink.drain(timeout=max(end - time.monotonic(), 0.5))
 
 
-def _copy_appeared_first(tail: Tail, events: list[NameEvent]) -> bool:
-    """Whether a sibling of ``tail`` was created (as copytruncate creates its copy; a shift of an older
-    generation is a move, not a create) before the tail's own name (or its link) went away."""
+def _created_before_it_moved(tail: Tail, events: list[NameEvent]) -> set[str]:
+    """Siblings of ``tail`` created (as copytruncate creates its copy; a shift of an older generation is a
+    move, not a create) before the tail's own name (or its link) went away: they can only be its copies."""
     base = os.path.basename(tail.real)
+    created: set[str] = set()
     for event in events:
-        if not event.appeared and event.path in (tail.path, tail.real):
-            return False
+        if event.change == "gone" and event.path in (tail.path, tail.real):
+            break
         name = os.path.basename(event.path)
         if event.change == "created" and name != base and name.startswith(base):
-            return True
-    return False
+            created.add(event.path)
+    return created
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
