@@ -162,7 +162,8 @@ follow_options = compose(
         "--poll-interval",
         type=DURATION.within("10ms", "1h"),
         default="1s",
-        help="Rescan globs and stat files this often.",
+        help="Rescan globs this often; check every file's name and size this often too "
+        "(with inotify, every 5th time: events report changes at once).",
     ),
     option(
         "--rotate-wait",

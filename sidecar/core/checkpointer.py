@@ -27,6 +27,9 @@ PROGRESS_BOUND = 0.25
 """Committed progress is on disk at most this long after the commit (plus one write)."""
 CAUGHT_UP_DELAY = 0.01
 """After the reader catches up, wait this long for the sink's last commits before writing."""
+MIN_GAP = 0.1
+"""At most this often after catching up: a trickle of lines catches up on every write, and a state file
+per line would cost more than the lines."""
 REFRESH = 30.0
 """Rewrite an unchanged state file this often (well inside the checkpoint-stale alert's 120 s)."""
 
@@ -48,6 +51,8 @@ class Checkpointer:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._saved_state: _State = []
         self._saved_at = 0.0
+        self._last_write = 0.0
+        self._saved_changes = -1
         self._failing = False
 
     def progressed(self) -> None:
@@ -79,15 +84,19 @@ class Checkpointer:
                 return
             if self._kick.is_set():
                 self._kick.clear()
-                await asyncio.sleep(CAUGHT_UP_DELAY)
+                await asyncio.sleep(max(CAUGHT_UP_DELAY, self._last_write + MIN_GAP - time.monotonic()))
             now = time.monotonic()
             full = now >= next_full
             if full:
                 next_full = now + self._interval
-            if self._dirty_since is not None or full:
+            changed = (self._failing or self._registry.changes != self._saved_changes
+                       or time.time() - self._saved_at >= REFRESH)
+            if self._dirty_since is not None or (full and changed):
+                self._saved_changes = self._registry.changes
                 entries, state = self._snapshot()
                 if self._dirty_since is not None or self._changed(state):
                     self._dirty_since = None
+                    self._last_write = time.monotonic()
                     await asyncio.shield(loop.run_in_executor(self._writer, self._save, entries, state))
 
     def save_final(self) -> None:

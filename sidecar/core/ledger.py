@@ -22,19 +22,22 @@ class Ledger:
 
     def __init__(self, committed: int, on_advance: Callable[[], None] = _nothing) -> None:
         self.committed = committed
-        self._pending: deque[list[int]] = deque()
+        self._pending: deque[list[int]] | None = None  # made on first use: thousands of idle files need none
         self._on_advance = on_advance
 
     def add(self, end: int) -> Callable[[], None]:
         """Register a batch ending at ``end``; the returned callable commits it."""
         entry = [end, 0]
-        self._pending.append(entry)
+        if self._pending is None:
+            self._pending = deque()
+        pending = self._pending
+        pending.append(entry)
 
         def commit() -> None:
             entry[1] = 1
             moved = False
-            while self._pending and self._pending[0][1]:
-                self.committed = self._pending.popleft()[0]
+            while pending and pending[0][1]:
+                self.committed = pending.popleft()[0]
                 moved = True
             if moved:
                 self._on_advance()

@@ -30,6 +30,8 @@ class Registry:
         self._known: dict[FileKey, Entry] = {}
         self.version = 0
         """Bumped whenever the reading order changes."""
+        self.changes = 0
+        """Bumped whenever a file is added, let go, remembered or forgotten: what a checkpoint holds changed."""
 
     def __iter__(self) -> Iterator[Tail]:
         """A snapshot: the registry may change while the caller awaits between items."""
@@ -53,11 +55,13 @@ class Registry:
 
     def take_saved(self, key: FileKey) -> Entry | None:
         """The saved position of a file about to be reopened (it becomes a tail again)."""
+        self.changes += 1
         return self._known.pop(key, None)
 
     def remember(self, entry: Entry) -> None:
         """Keep a position for a file that is not open (a copy consumed, a file let go, the state file's)."""
         self._known[FileKey(entry.dev, entry.ino)] = entry
+        self.changes += 1
 
     def add(self, tail: Tail, before: Tail | None = None) -> None:
         """Follow ``tail``, last or just before ``before`` (a newer file)."""
@@ -66,6 +70,7 @@ class Registry:
         else:
             self._tails.append(tail)
         self.version += 1
+        self.changes += 1
         self._by_key[tail.key] = tail
         self._known.pop(tail.key, None)
         self._observer.file_opened(tail.pattern)
@@ -100,6 +105,7 @@ class Registry:
             alive = False
         os.close(tail.fd)
         tail.fd = -1
+        self.changes += 1
         self._tails.remove(tail)
         del self._by_key[tail.key]
         if alive:
@@ -124,6 +130,7 @@ class Registry:
                 entry.seen = now
             elif now - entry.seen > forget_after:
                 del self._known[key]
+                self.changes += 1
 
     def close_all(self) -> None:
         for tail in self._tails:

@@ -47,6 +47,8 @@ READ_GRACE = 2.0
 """Without --drain-timeout, how long reading what is readable may take after SIGTERM."""
 EXIT_GRACE = 4.5
 """After SIGTERM, everything (reading, the sink's drain, the last checkpoint) ends by --drain-timeout + this."""
+SWEEP_EVERY = 5
+"""With live events, every file's name and size are checked every this many poll intervals."""
 BUSY_WAKE = 0.002
 """A wake-up this soon after the last one means writes keep coming: batch them."""
 BATCH_PAUSE = 0.001
@@ -164,11 +166,14 @@ class FileServer:
             self._callback_error = exc
             self._watcher.wake()
 
-    def _rescan(self) -> None:
-        """Check every name, then look for new files (the safety net under the watcher)."""
+    def _rescan(self, sweep: bool = True) -> None:
+        """Look for new files; with ``sweep``, check every name first (the safety net under the watcher)."""
         known_at: dict[str, FileKey] = {}
         for tail in self._registry:
-            self._rotation.check_name(tail, known_at)
+            if sweep:
+                self._rotation.check_name(tail, known_at)
+            elif tail.rotated is None:
+                known_at[tail.path] = tail.key
         since = self._discovery.last_scan
         for tail in self._discovery.scan(known_at=known_at):
             if since is not None:
@@ -313,7 +318,7 @@ class FileServer:
             if not watching and len(self._registry):
                 self._liveness.set_watching(True)
                 watching = True
-            changes = await self._watcher.wait(self._config.poll_interval)
+            changes = await self._watcher.wait(self._config.poll_interval * (SWEEP_EVERY if self._watcher.live else 1))
             now = time.monotonic()
             if now - last_wake < BUSY_WAKE:
                 await asyncio.sleep(BATCH_PAUSE)
@@ -400,18 +405,27 @@ class FileServer:
         self._observer.backlog(behind, now - oldest)
 
     async def _keep_house(self, finished: asyncio.Event) -> None:
-        """Every poll interval: notice rotations and new files, give up overdue files, report."""
+        """Every poll interval: look for new files, copies and overdue files, report.
+
+        With a watcher that reports changes as they happen, checking every name and every file's size is
+        a safety net for what it may miss (an overflow, a filesystem without events): done every
+        :data:`SWEEP_EVERY` polls, so that thousands of idle files cost next to nothing.
+        """
+        polls = 0
         while not finished.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(finished.wait(), self._config.poll_interval)
             if finished.is_set():
                 return
+            polls += 1
+            sweep = not self._watcher.live or polls % SWEEP_EVERY == 0
             if self._deadline is None:
-                self._rescan()
+                self._rescan(sweep)
                 self._check_dirs()
             self._give_up_overdue()
             self._report()
-            self._checkpointer.forget_stale()
+            if sweep:
+                self._checkpointer.forget_stale()
             if self._parked:
                 self._liveness.beat()
 
@@ -466,15 +480,25 @@ class FileServer:
 
 def _created_before_it_moved(tail: Tail, events: list[NameEvent]) -> set[str]:
     """Siblings of ``tail`` created (as copytruncate creates its copy; a shift of an older generation is a
-    move, not a create) before the tail's own name (or its link) went away: they can only be its copies."""
+    move, not a create) before the tail's own name (or its link) went away: they can only be its copies.
+    Renames are followed, so a copy created as ``app.log.1`` and shifted to ``app.log.2`` counts under its
+    name now."""
     base = os.path.basename(tail.real)
     created: set[str] = set()
+    moving: dict[int, str] = {}
     for event in events:
-        if event.change == "gone" and event.path in (tail.path, tail.real):
-            break
-        name = os.path.basename(event.path)
-        if event.change == "created" and name != base and name.startswith(base):
+        if event.change == "gone":
+            if event.path in (tail.path, tail.real):
+                break
+            if event.path in created and event.cookie:
+                created.discard(event.path)
+                moving[event.cookie] = event.path
+        elif event.change == "moved_in" and moving.pop(event.cookie, None) is not None:
             created.add(event.path)
+        elif event.change == "created":
+            name = os.path.basename(event.path)
+            if name != base and name.startswith(base):
+                created.add(event.path)
     return created
 
 

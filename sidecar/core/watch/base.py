@@ -15,6 +15,8 @@ class NameEvent:
 
     path: str
     change: NameChange
+    cookie: int = 0
+    """Pairs the two halves of a rename (moved out, moved in), as inotify reports them."""
 
     @property
     def appeared(self) -> bool:
@@ -36,6 +38,10 @@ class Changes:
 
 class Watcher(Protocol):
     """A source of wake-ups."""
+
+    @property
+    def live(self) -> bool:
+        """Whether changes are reported as they happen (inotify), not only found by looking (polling)."""
 
     def start(self, on_names: NamesCallback) -> None:
         """Begin reporting new names to ``on_names``, from the running loop, whatever the reader is doing.

@@ -93,7 +93,7 @@ class _Instance:
     def _parse(self, data: bytes, into: Changes, names: list[NameEvent] | None) -> None:
         pos = 0
         while pos + _HEADER.size <= len(data):
-            wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
+            wd, mask, cookie, length = _HEADER.unpack_from(data, pos)
             name = data[pos + _HEADER.size : pos + _HEADER.size + length].rstrip(b"\0")
             pos += _HEADER.size + length
             if mask & IN_Q_OVERFLOW:
@@ -114,7 +114,7 @@ class _Instance:
                 into.structure = True
                 if names is not None and mask & (_NEW_NAME | _GONE_NAME) and not mask & IN_ISDIR:
                     change: NameChange = "created" if mask & IN_CREATE else "moved_in" if mask & IN_MOVED_TO else "gone"
-                    names.append(NameEvent(path, change))
+                    names.append(NameEvent(path, change, cookie))
 
     def close(self) -> None:
         os.close(self.fd)
@@ -122,6 +122,8 @@ class _Instance:
 
 class InotifyWatcher:
     """Reports new names at once and wakes the reader on events in the watched directories."""
+
+    live = True
 
     def __init__(self) -> None:
         libc_name = ctypes.util.find_library("c")

@@ -11,6 +11,8 @@ from sidecar.core.watch.base import Changes, NamesCallback
 class PollWatcher:
     """Sleeps until the next poll; works on every filesystem. It reports no names: polling finds them."""
 
+    live = False
+
     def __init__(self) -> None:
         self._woken = asyncio.Event()
 
