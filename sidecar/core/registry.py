@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from sidecar.core.checkpoint import Entry
-from sidecar.core.events import Observer
+from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey
 from sidecar.core.tail import Tail
 from sidecar.log import get_logger
@@ -32,6 +32,8 @@ class Registry:
         """Bumped whenever the reading order changes."""
         self.changes = 0
         """Bumped whenever a file is added, let go, remembered or forgotten: what a checkpoint holds changed."""
+        self._by_name: dict[str, list[Tail]] = {}
+        self._rotated: list[Tail] = []
 
     def __iter__(self) -> Iterator[Tail]:
         """A snapshot: the registry may change while the caller awaits between items."""
@@ -72,6 +74,10 @@ class Registry:
         self.version += 1
         self.changes += 1
         self._by_key[tail.key] = tail
+        for name in {tail.path, tail.real}:
+            self._by_name.setdefault(name, []).append(tail)
+        if tail.rotated is not None:
+            self._rotated.append(tail)
         self._known.pop(tail.key, None)
         self._observer.file_opened(tail.pattern)
         log.info("file_opened", path=tail.path, inode=tail.key.ino, offset=tail.pos)
@@ -83,6 +89,23 @@ class Registry:
         self._tails.remove(tail)
         self._tails.insert(self._tails.index(newer), tail)
         self.version += 1
+
+    def let_go(self, tail: Tail, kind: RotationKind) -> None:
+        """``tail``'s name moved on: it is read to its end in every round from now on."""
+        tail.let_go(kind)
+        self._rotated.append(tail)
+
+    def to_read(self, names: set[str], hot: Iterable[Tail]) -> list[Tail]:
+        """In reading order: the files still busy, the rotated ones, and those the watcher named.
+
+        Built from indexes, not by looking at every file: with thousands of quiet files, a wake-up for one
+        line costs the same as with one.
+        """
+        chosen = {*hot, *self._rotated}
+        for name in names:
+            chosen.update(self._by_name.get(name, ()))
+        live = [t for t in chosen if t.fd >= 0 and self._by_key.get(t.key) is t]
+        return sorted(live, key=self._tails.index)
 
     def holder_for(self, path: str) -> Tail | None:
         """The newest followed file that still holds the name ``path`` is, or extends (``app.log`` for
@@ -107,6 +130,13 @@ class Registry:
         tail.fd = -1
         self.changes += 1
         self._tails.remove(tail)
+        for name in {tail.path, tail.real}:
+            named = self._by_name[name]
+            named.remove(tail)
+            if not named:
+                del self._by_name[name]
+        if tail in self._rotated:
+            self._rotated.remove(tail)
         del self._by_key[tail.key]
         if alive:
             entry = tail.entry(time.time())

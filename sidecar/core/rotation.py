@@ -108,7 +108,7 @@ class Rotation:
             kind = "symlink"
         else:
             kind = "rename"
-        tail.let_go(kind)
+        self._registry.let_go(tail, kind)
         self._observer.rotated(tail.pattern, kind)
         log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
         if kind == "symlink":

@@ -302,11 +302,7 @@ class FileServer:
                 raise self._callback_error
             if changes.structure:
                 self._rescan()
-            if changes.everything:
-                wanted = list(self._registry)
-            else:
-                wanted = [t for t in self._registry
-                          if t in hot or t.rotated is not None or t.real in changes.paths or t.path in changes.paths]
+            wanted = list(self._registry) if changes.everything else self._registry.to_read(changes.paths, hot)
             await self._read_round(wanted, polled=changes.everything)
             hot = {t for t in wanted if not t.at_eof and t.fd >= 0}
             await self._close_finished()
