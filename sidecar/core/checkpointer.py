@@ -27,7 +27,7 @@ PROGRESS_BOUND = 0.25
 """Committed progress is on disk at most this long after the commit (plus one write)."""
 CAUGHT_UP_DELAY = 0.01
 """After the reader catches up, wait this long for the sink's last commits before writing."""
-MIN_GAP = 0.1
+MIN_GAP = PROGRESS_BOUND
 """At most this often after catching up: a trickle of lines catches up on every write, and a state file
 per line would cost more than the lines."""
 REFRESH = 30.0

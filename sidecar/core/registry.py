@@ -95,6 +95,10 @@ class Registry:
         tail.let_go(kind)
         self._rotated.append(tail)
 
+    def rotated(self) -> list[Tail]:
+        """The open files whose names moved on (a snapshot)."""
+        return list(self._rotated)
+
     def to_read(self, names: set[str], hot: Iterable[Tail]) -> list[Tail]:
         """In reading order: the files still busy, the rotated ones, and those the watcher named.
 

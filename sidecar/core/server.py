@@ -349,7 +349,7 @@ class FileServer:
     async def _close_finished(self) -> None:
         """Close rotated-away files that were read to the end and stayed quiet for ``--rotate-wait``."""
         now = time.monotonic()
-        for tail in [t for t in self._registry if t.rotated is not None and t.at_eof and t.fd >= 0]:
+        for tail in [t for t in self._registry.rotated() if t.at_eof and t.fd >= 0]:
             if now - tail.last_growth < self._config.rotate_wait or await self._read_once(tail):
                 continue
             unfinished = tail.unfinished()
