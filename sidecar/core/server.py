@@ -49,7 +49,7 @@ EXIT_GRACE = 4.5
 """After SIGTERM, everything (reading, the sink's drain, the last checkpoint) ends by --drain-timeout + this."""
 SWEEP_EVERY = 5
 """With live events, every file's name and size are checked every this many poll intervals."""
-BUSY_WAKE = 0.002
+BUSY_WAKE = 0.0005
 """A wake-up this soon after the last one means writes keep coming: batch them."""
 BATCH_PAUSE = 0.001
 """Under sustained writes, wait this long before reading, so that one read takes many writes."""
