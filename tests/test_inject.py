@@ -15,7 +15,9 @@ import pytest
 import yaml
 from kubernetes_validate import validate
 
+from sidecar.core.server import EXIT_GRACE
 from sidecar.errors import InjectError
+from sidecar.options import DURATION
 from sidecar.tools.inject import (
     LOG_VOLUME,
     SIDECAR_NAME,
@@ -181,13 +183,19 @@ def test_log_dir_is_a_shared_empty_dir_written_by_app_and_read_by_sidecar() -> N
     assert any(m["mountPath"] == "/var/lib/sidecar" for m in sidecar_mounts)
 
 
-def test_classic_sidecar_is_a_second_container_that_drains_within_the_grace_period() -> None:
-    spec_with_grace = "terminationGracePeriodSeconds: 60\n" + POD_SPEC
+@pytest.mark.parametrize("grace", [5, 10, 30, 60, 300])
+def test_classic_sidecar_is_a_second_container_whose_whole_shutdown_fits_the_grace_period(grace: int) -> None:
+    """The kubelet SIGKILLs at the grace period: the drain plus what the sidecar does after it (the sink's
+    drain and the last checkpoint, at most EXIT_GRACE) must end before, and the drain be as long as it can."""
+    spec_with_grace = f"terminationGracePeriodSeconds: {grace}\n" + POD_SPEC
     (doc,) = documents(inject(manifest("Deployment", spec_with_grace), classic=True))
     assert "initContainers" not in pod_spec_of(doc)
     sidecar = sidecar_of(doc, "containers")
     assert "restartPolicy" not in sidecar
-    assert {"name": "SIDECAR_DRAIN_TIMEOUT", "value": "40s"} in sidecar["env"]
+    (value,) = [e["value"] for e in sidecar["env"] if e["name"] == "SIDECAR_DRAIN_TIMEOUT"]
+    drain = DURATION.convert(value, None, None)
+    assert drain + EXIT_GRACE < grace or drain == 0
+    assert drain + EXIT_GRACE >= grace - 2, "the drain is no shorter than the grace period allows"
 
 
 def test_switching_to_classic_moves_the_sidecar_instead_of_adding_another() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import posixpath
 import re
 import sys
@@ -25,6 +26,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.tokens import CommentToken
 
 from sidecar import __version__
+from sidecar.core.server import EXIT_GRACE
 from sidecar.errors import InjectError
 from sidecar.options import DEFAULT_METRICS_PORT, option
 
@@ -420,10 +422,11 @@ def _sidecar_env(options: InjectOptions, app_name: str, spec: MutableMapping[str
 
 
 def _drain_seconds(spec: MutableMapping[str, Any]) -> int:
-    """Two thirds of the grace period: a classic sidecar must finish before the kubelet's SIGKILL."""
+    """The longest ``--drain-timeout`` whose whole shutdown (the drain, then at most ``EXIT_GRACE`` for the
+    sink and the last checkpoint) ends a second before the kubelet's SIGKILL at the grace period."""
     grace = spec.get("terminationGracePeriodSeconds")
     grace = grace if isinstance(grace, int) else DEFAULT_GRACE_SECONDS
-    return max(1, grace * 2 // 3)
+    return max(0, math.floor(grace - EXIT_GRACE - 1))
 
 
 def _probe(path: str, period: int, failures: int) -> CommentedMap:
