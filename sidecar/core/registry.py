@@ -108,6 +108,8 @@ class Registry:
         chosen = {*hot, *self._rotated}
         for name in names:
             chosen.update(self._by_name.get(name, ()))
+        if len(chosen) * 16 > len(self._tails):
+            return [t for t in self._tails if t in chosen and t.fd >= 0]
         live = [t for t in chosen if t.fd >= 0 and self._by_key.get(t.key) is t]
         return sorted(live, key=self._tails.index)
 
