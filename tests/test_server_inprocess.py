@@ -239,3 +239,25 @@ def test_a_failing_housekeeping_task_ends_the_server_with_a_clear_error(
     with pytest.raises(TaskFailed, match="housekeeping broke"):
         asyncio.run(main())
     assert (tmp_path / "state" / "sidecar-state.json").exists(), "the last checkpoint is still written"
+
+
+def test_a_line_written_a_few_bytes_at_a_time_is_not_taken_for_a_rewrite(tmp_path: Path) -> None:
+    """The offset marker holds the bytes just before our position; a partial line carried from read to read
+    must not enter it twice, or the next read thinks the file was rewritten and starts again at 0 (the
+    marker counts once the file is longer than its fingerprinted head)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    pieces = [b"m:0 " + b"x" * 300 + b"\n", b"m:1 fir", b"st\nm:2 sec", b"ond", b" line\nm:3", b" third\n"]
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        with app.open("ab", buffering=0) as out:
+            for piece in pieces:
+                out.write(piece)
+                await asyncio.sleep(0.1)
+        await _until(lambda: bytes(sink.out).count(b"\n") >= 4)
+        await asyncio.sleep(0.3)
+
+    app.touch()
+    sink = _run_server(tmp_path, app, body)
+    assert bytes(sink.out) == b"".join(pieces)

@@ -22,7 +22,7 @@ class Ledger:
 
     def __init__(self, committed: int, on_advance: Callable[[], None] = _nothing) -> None:
         self.committed = committed
-        self._pending: deque[list[int]] | None = None  # made on first use: thousands of idle files need none
+        self._pending: deque[list[int]] | None = None  # only while batches are out: idle files need none
         self._on_advance = on_advance
 
     def add(self, end: int) -> Callable[[], None]:
@@ -39,6 +39,8 @@ class Ledger:
             while pending and pending[0][1]:
                 self.committed = pending.popleft()[0]
                 moved = True
+            if not pending and self._pending is pending:
+                self._pending = None
             if moved:
                 self._on_advance()
 

@@ -111,7 +111,7 @@ class Tail:
         self.seen_at_path = wall
         self.looked_at = wall
         self.known_since = wall
-        self._looked_sig: tuple[int, int, int] | None = None
+        self._looked_sig: int | None = None
         self._mark: tuple[int, str, int] = (0, "", 0)
         self.size = 0
         self.behind_since: float | None = None
@@ -155,7 +155,7 @@ class Tail:
         self.size = max(self.size, self.pos)
         self.at_eof = got < buffer.read_size
         self.last_growth = time.monotonic()
-        self.before = (self.before + bytes(buf[max(0, end - MARK_BYTES) : end]))[-MARK_BYTES:]
+        self.before = (self.before + bytes(buf[max(carried, end - MARK_BYTES) : end]))[-MARK_BYTES:]
         pieces, rest = frame(buf, view, end, buffer.max_line)
         self.pending = bytes(buf[rest:end])
         return Chunk(pieces, base)
@@ -173,7 +173,7 @@ class Tail:
             st = os.fstat(self.fd)
         except OSError:
             return False
-        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        sig = hash((st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         same = sig == self._looked_sig and st.st_size == self.pos and self.at_eof
         self._looked_sig = sig
         return same
