@@ -82,14 +82,6 @@ class Registry:
         self._observer.file_opened(tail.pattern)
         log.info("file_opened", path=tail.path, inode=tail.key.ino, offset=tail.pos)
 
-    def move_before(self, tail: Tail, newer: Tail) -> None:
-        """Put ``tail`` just before ``newer``: it was found later but is older."""
-        if tail is newer or newer not in self._tails:
-            return
-        self._tails.remove(tail)
-        self._tails.insert(self._tails.index(newer), tail)
-        self.version += 1
-
     def let_go(self, tail: Tail, kind: RotationKind) -> None:
         """``tail``'s name moved on: it is read to its end in every round from now on."""
         tail.let_go(kind)

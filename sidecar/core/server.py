@@ -97,10 +97,6 @@ class FileServer:
     def open_files(self) -> int:
         return len(self._registry)
 
-    @property
-    def store(self) -> CheckpointStore:
-        return self._store
-
     # -- start-up -----------------------------------------------------------------------------------
 
     def start(self) -> None:
