@@ -162,24 +162,34 @@ class Discovery:
             self.problems.cannot_read(item.path, item.pattern, exc)
             return None
         if entry is not None:
-            fp = Fingerprint(entry.fingerprint, entry.fp_len)
-            same = fp.matches(head) and (st.st_size < entry.offset or resumable(fd, entry))
-            if same and not startup and st.st_size <= entry.offset:
-                os.close(fd)
-                entry.seen = time.time()
-                return None
-            self._registry.take_saved(key)
-            tail = self.track(item.path, item.pattern, key, fd, entry.offset, fp)
-            tail.resumed(entry.seen)
-            if not same or st.st_size < entry.offset:
-                self._on_replaced(tail, head)
-            return tail
+            return self.resume(entry, item.path, fd, st.st_size, head, keep_at_end=startup)
         if self.copy_of_followed(item.path, fd, st.st_size, head):
             log.debug("copy_skipped", path=item.path, inode=key.ino)
             os.close(fd)
             return None
         offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
         return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head))
+
+    def resume(self, entry: Entry, path: str, fd: int, size: int, head: bytes, keep_at_end: bool,
+               rotated: RotationKind | None = None, before: Tail | None = None) -> Tail | None:
+        """Follow a file we have a saved position for again, from that position.
+
+        Content replaced meanwhile (the head or the offset marker changed, or the file shrank) is handled as
+        a truncation. A file holding nothing past the position is closed again unless ``keep_at_end``.
+        """
+        key = FileKey(entry.dev, entry.ino)
+        fp = Fingerprint(entry.fingerprint, entry.fp_len)
+        same = fp.matches(head) and (size < entry.offset or resumable(fd, entry))
+        if same and not keep_at_end and size <= entry.offset:
+            os.close(fd)
+            entry.seen = time.time()
+            return None
+        self._registry.take_saved(key)
+        tail = self.track(path, entry.pattern, key, fd, entry.offset, fp, rotated, before)
+        tail.resumed(entry.seen)
+        if not same or size < entry.offset:
+            self._on_replaced(tail, head)
+        return tail
 
     def copy_of_followed(self, path: str, fd: int, size: int, head: bytes) -> bool:
         """Is this new file beside a followed one a copy of it (copytruncate, or ``cp``), maybe still being written?

@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
-from sidecar.core.discovery import Discovery, is_prefix, resumable
+from sidecar.core.discovery import Discovery, is_prefix
 from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
@@ -239,38 +240,40 @@ class Rotation:
     def _new_siblings(self, real: str, since: float, pattern: str, only: set[str] | None = None
                       ) -> list[_Candidate]:
         """Files beside ``real`` we do not know, changed since ``since`` (among ``only``), opened, oldest first."""
-        found = []
-        for sib in siblings(real):
-            key = FileKey.of(sib.st)
-            if self._registry.knows(key) or sib.st.st_mtime < since - MTIME_SLACK:
-                continue
-            if only is not None and sib.path not in only:
-                continue
-            opened = self._discovery.open_verified(sib.path, pattern, key)
-            if opened is not None:
-                found.append(_Candidate(sib.path, key, opened[0], opened[1]))
+        found = self._open_unknown(((sib.path, sib.st) for sib in siblings(real)), since - MTIME_SLACK, pattern,
+                                   only)
         base = os.path.basename(real)
         found.sort(key=lambda c: (c.st.st_mtime_ns, c.st.st_ctime_ns, _age_rank(os.path.basename(c.path)[len(base):])))
         return found
 
     def _candidates_in(self, directory: str, since: float, pattern: str) -> list[_Candidate]:
-        found: list[_Candidate] = []
+        """Regular files in ``directory`` we do not know, changed since ``since``, opened, oldest first."""
         try:
             entries = list(os.scandir(directory))
         except OSError:
-            return found
+            return []
+        files = []
         for item in entries:
             try:
-                st = item.stat()
+                if item.is_file():
+                    files.append((item.path, item.stat()))
             except OSError:
                 continue
-            key = FileKey.of(st)
-            if self._registry.knows(key) or st.st_mtime < since or not item.is_file():
-                continue
-            opened = self._discovery.open_verified(item.path, pattern, key)
-            if opened is not None:
-                found.append(_Candidate(item.path, key, opened[0], opened[1]))
+        found = self._open_unknown(files, since, pattern)
         found.sort(key=lambda c: c.st.st_mtime_ns)
+        return found
+
+    def _open_unknown(self, files: Iterable[tuple[str, os.stat_result]], since: float, pattern: str,
+                      only: set[str] | None = None) -> list[_Candidate]:
+        """Open those of ``files`` (path, stat) that no entry of ours knows and that changed since ``since``."""
+        found = []
+        for path, st in files:
+            key = FileKey.of(st)
+            if self._registry.knows(key) or st.st_mtime < since or (only is not None and path not in only):
+                continue
+            opened = self._discovery.open_verified(path, pattern, key)
+            if opened is not None:
+                found.append(_Candidate(path, key, opened[0], opened[1]))
         return found
 
     @staticmethod
@@ -319,30 +322,22 @@ class Rotation:
                 continue
             found = self._locate(entry, key)
             if found is not None:
-                self._resume(entry, key, *found)
+                self._resume(entry, *found)
             holder = self._registry.holder_for(entry.path)
             self.find_generations(entry.path, entry.pattern, entry.seen,
                                   holder.family if holder is not None else entry.path)
 
-    def _resume(self, entry: Entry, key: FileKey, path: str, fd: int, size: int) -> None:
-        """Reopen a saved file found away from its name; content replaced meanwhile is handled as a truncation."""
-        fp = Fingerprint(entry.fingerprint, entry.fp_len)
+    def _resume(self, entry: Entry, path: str, fd: int, size: int) -> None:
+        """Reopen a saved file found away from its name, if it holds more than we had read of it."""
         try:
             head = read_head(fd)
-            same = fp.matches(head) and resumable(fd, entry)
         except OSError:
             os.close(fd)
             return
-        if same and size <= entry.offset:
-            os.close(fd)
-            return
-        self._registry.take_saved(key)
-        tail = self._discovery.track(path, entry.pattern, key, fd, entry.offset, fp, "rename",
-                                     before=self._registry.holder_for(entry.path))
-        tail.resumed(entry.seen)
-        log.info("resuming_rotated", path=path, offset=entry.offset)
-        if not same or size < entry.offset:
-            self.truncated(tail, head)
+        tail = self._discovery.resume(entry, path, fd, size, head, keep_at_end=False, rotated="rename",
+                                      before=self._registry.holder_for(entry.path))
+        if tail is not None:
+            log.info("resuming_rotated", path=path, offset=entry.offset)
 
     def _locate(self, entry: Entry, key: FileKey) -> tuple[str, int, int] | None:
         paths = [entry.path, *(s.path for s in siblings(entry.path) if FileKey.of(s.st) == key)]
