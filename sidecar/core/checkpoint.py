@@ -26,7 +26,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,14 @@ class Entry:
     """Digest of the ``mark_len`` bytes just before ``offset``: tells a file rewritten with the same head
     (a banner, a CSV header) from the one we were reading, as Fluent Bit's offset marker does."""
     mark_len: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        """The entry as the state file holds it (``dataclasses.asdict`` deep-copies: 20 µs an entry)."""
+        return dict(zip(_FIELD_NAMES, _field_values(self), strict=True))
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Entry))
+_field_values = attrgetter(*_FIELD_NAMES)
 
 
 Check = Callable[[object], str | None]
@@ -274,7 +283,7 @@ class CheckpointStore:
 
     def save(self, entries: Iterable[Entry]) -> None:
         """Replace the state file atomically and durably, or raise CheckpointError and keep the old one."""
-        doc = {"version": VERSION, "written_at": time.time(), "files": [asdict(e) for e in entries]}
+        doc = {"version": VERSION, "written_at": time.time(), "files": [e.as_json() for e in entries]}
         data = json.dumps(doc, separators=(",", ":")).encode()
         tmp = f".{STATE_FILE}.{os.getpid()}{_TMP_SUFFIX}"
         with self._saving:

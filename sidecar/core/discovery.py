@@ -198,22 +198,20 @@ class Discovery:
         that begins with every byte we had read of it. A real generation that merely starts with the same
         banner or header is neither, and is followed.
         """
-        directory, name = os.path.split(os.path.realpath(path))
-        for tail in self._registry:
-            tdir, tname = os.path.split(tail.real)
-            if tdir != directory or name == tname or not name.startswith(tname) or tail.fd < 0:
-                continue
-            if is_prefix(fd, size, tail.fd):
-                return True
-            try:
-                truncated = not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
-                if truncated and tail.holds_known_bytes(fd, size):
+        real = os.path.realpath(path)
+        for named in self._registry.extended_by(real):
+            for tail in named:
+                if tail.fd < 0:
+                    continue
+                if is_prefix(fd, size, tail.fd):
                     return True
-            except OSError:
-                continue
-        for entry in self._registry.saved_entries():
-            edir, ename = os.path.split(entry.path)
-            if (edir == directory and name != ename and name.startswith(ename) and entry.fp_len
-                    and Fingerprint(entry.fingerprint, entry.fp_len).matches(head)):
+                try:
+                    truncated = not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
+                    if truncated and tail.holds_known_bytes(fd, size):
+                        return True
+                except OSError:
+                    continue
+        for entry in self._registry.saved_extended_by(real):
+            if entry.fp_len and Fingerprint(entry.fingerprint, entry.fp_len).matches(head):
                 return True
         return False

@@ -34,6 +34,8 @@ class Registry:
         """Bumped whenever a file is added, let go, remembered or forgotten: what a checkpoint holds changed."""
         self._by_name: dict[str, list[Tail]] = {}
         self._rotated: list[Tail] = []
+        self._known_paths: dict[str, list[Entry]] | None = None
+        """Saved entries by path, built when asked for and dropped whenever the saved ones change."""
 
     def __iter__(self) -> Iterator[Tail]:
         """A snapshot: the registry may change while the caller awaits between items."""
@@ -58,11 +60,13 @@ class Registry:
     def take_saved(self, key: FileKey) -> Entry | None:
         """The saved position of a file about to be reopened (it becomes a tail again)."""
         self.changes += 1
+        self._known_paths = None
         return self._known.pop(key, None)
 
     def remember(self, entry: Entry) -> None:
         """Keep a position for a file that is not open (a copy consumed, a file let go, the state file's)."""
         self._known[FileKey(entry.dev, entry.ino)] = entry
+        self._known_paths = None
         self.changes += 1
 
     def add(self, tail: Tail, before: Tail | None = None) -> None:
@@ -78,7 +82,8 @@ class Registry:
             self._by_name.setdefault(name, []).append(tail)
         if tail.rotated is not None:
             self._rotated.append(tail)
-        self._known.pop(tail.key, None)
+        if self._known.pop(tail.key, None) is not None:
+            self._known_paths = None
         self._observer.file_opened(tail.pattern)
         log.info("file_opened", path=tail.path, inode=tail.key.ino, offset=tail.pos)
 
@@ -108,14 +113,34 @@ class Registry:
     def holder_for(self, path: str) -> Tail | None:
         """The newest followed file that still holds the name ``path`` is, or extends (``app.log`` for
         ``app.log.1``): generations found beside it go just before it."""
+        for named in self.extended_by(path, strict=False):
+            holders = [t for t in named if t.rotated is None]
+            if holders:
+                return max(holders, key=self._tails.index) if len(holders) > 1 else holders[0]
+        return None
+
+    def extended_by(self, path: str, strict: bool = True) -> Iterator[list[Tail]]:
+        """Open files beside ``path`` whose names it extends (``app.log`` for ``app.log.1``; with ``strict``
+        false, its own name too), longest name first, one list per name: found by looking up each prefix,
+        not by looking at every file, so that opening thousands of files costs no more than one each."""
         directory, name = os.path.split(path)
-        best: Tail | None = None
-        for tail in reversed(self._tails):
-            tdir, tname = os.path.split(tail.real)
-            if (tail.rotated is None and tdir == directory and name.startswith(tname)
-                    and (best is None or len(tname) > len(os.path.basename(best.real)))):
-                best = tail
-        return best
+        for length in range(len(name) - 1 if strict else len(name), 0, -1):
+            real = os.path.join(directory, name[:length])
+            named = [t for t in self._by_name.get(real, ()) if t.real == real]
+            if named:
+                yield named
+
+    def saved_extended_by(self, path: str) -> list[Entry]:
+        """Saved files beside ``path`` whose names it strictly extends (see :meth:`extended_by`)."""
+        if self._known_paths is None:
+            self._known_paths = {}
+            for entry in self._known.values():
+                self._known_paths.setdefault(entry.path, []).append(entry)
+        directory, name = os.path.split(path)
+        found: list[Entry] = []
+        for length in range(len(name) - 1, 0, -1):
+            found += self._known_paths.get(os.path.join(directory, name[:length]), ())
+        return found
 
     def release(self, tail: Tail, skip_to: int = 0) -> None:
         """Close ``tail`` and keep its position while the file exists; the caller knows the sink no longer
@@ -140,6 +165,7 @@ class Registry:
             entry = tail.entry(time.time())
             entry.offset = max(entry.offset, skip_to)
             self._known[tail.key] = entry
+            self._known_paths = None
         self._observer.file_closed(tail.pattern)
         log.info("file_closed", path=tail.path, inode=tail.key.ino, offset=tail.ledger.committed)
 
@@ -158,6 +184,7 @@ class Registry:
                 entry.seen = now
             elif now - entry.seen > forget_after:
                 del self._known[key]
+                self._known_paths = None
                 self.changes += 1
 
     def close_all(self) -> None:

@@ -23,7 +23,7 @@ from sidecar.core.discovery import Discovery, is_prefix
 from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
-from sidecar.core.siblings import siblings
+from sidecar.core.siblings import Siblings
 from sidecar.core.tail import Tail
 from sidecar.log import get_logger
 
@@ -71,6 +71,7 @@ class Rotation:
         self._discovery = discovery
         self._observer = observer
         self._searched: dict[str, float] = {}
+        self._siblings = Siblings()
 
     # -- names ---------------------------------------------------------------------------------------
 
@@ -240,8 +241,8 @@ class Rotation:
     def _new_siblings(self, real: str, since: float, pattern: str, only: set[str] | None = None
                       ) -> list[_Candidate]:
         """Files beside ``real`` we do not know, changed since ``since`` (among ``only``), opened, oldest first."""
-        found = self._open_unknown(((sib.path, sib.st) for sib in siblings(real)), since - MTIME_SLACK, pattern,
-                                   only)
+        beside = ((sib.path, sib.st) for sib in self._siblings.of(real))
+        found = self._open_unknown(beside, since - MTIME_SLACK, pattern, only)
         base = os.path.basename(real)
         found.sort(key=lambda c: (c.st.st_mtime_ns, c.st.st_ctime_ns, _age_rank(os.path.basename(c.path)[len(base):])))
         return found
@@ -340,7 +341,7 @@ class Rotation:
             log.info("resuming_rotated", path=path, offset=entry.offset)
 
     def _locate(self, entry: Entry, key: FileKey) -> tuple[str, int, int] | None:
-        paths = [entry.path, *(s.path for s in siblings(entry.path) if FileKey.of(s.st) == key)]
+        paths = [entry.path, *(s.path for s in self._siblings.of(entry.path) if FileKey.of(s.st) == key)]
         for path in paths:
             opened = self._discovery.open_verified(path, entry.pattern, key)
             if opened is not None:

@@ -227,8 +227,12 @@ class Tail:
         at, mark, length = self._mark
         if at != committed and self.fd >= 0:
             length = min(MARK_BYTES, committed)
+            before = self.before
             try:
-                mark = mark_of(os.pread(self.fd, length, committed - length)) if length else ""
+                if committed == self.pos and len(before) >= length:
+                    mark = mark_of(before[len(before) - length :]) if length else ""
+                else:
+                    mark = mark_of(os.pread(self.fd, length, committed - length)) if length else ""
             except OSError:
                 mark, length = "", 0
             self._mark = (committed, mark, length)
