@@ -9,13 +9,18 @@ Label rules: ``mode`` (stream or agent) and ``pattern`` (the configured glob, ne
 rotated names cannot grow cardinality) on the pipeline series; ``receiver`` on the agent series. The
 first time a pattern or receiver is seen, all of its series are created at zero, so that ``rate()`` and
 ``increase()`` see the first event instead of treating it as the series' birth.
+
+Lines and bytes read and delivered are counted on every chunk of every file, so they are plain integer
+adds (:class:`_Flow`), turned into the same four counters only when scraped (:class:`_FlowCollector`):
+``Counter.inc`` takes a mutex, and four of them were a quarter of the per-file cost at 3,000 files.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +31,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily
 
 import sidecar
 from sidecar.core.events import ROTATION_KINDS, RotationKind
@@ -37,14 +43,52 @@ Clock = Callable[[], float]
 ACK_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+# (attribute of _Flow, counter name, help) in the order they are exposed.
+_FLOW_COUNTERS = (
+    ("lines_read", "sidecar_lines_read", "Complete lines read from followed files."),
+    ("bytes_read", "sidecar_bytes_read", "Bytes of complete lines read from followed files."),
+    (
+        "lines_delivered",
+        "sidecar_lines_delivered",
+        "Lines delivered: written to stdout (stream) or acknowledged (agent).",
+    ),
+    (
+        "bytes_delivered",
+        "sidecar_bytes_delivered",
+        "Bytes of lines delivered: written (stream) or acknowledged (agent).",
+    ),
+)
+
+
+class _Flow:
+    """Lines and bytes of one pattern counted by one thread, with no lock.
+
+    The core and the modes call from the event loop today, but an embedder or a future ack thread may
+    not, and ``x += n`` is a read, an add and a write that the GIL does not make atomic. Only the thread
+    that owns a flow writes it, so no update is lost; a scrape from any thread only reads and sums. A
+    thread-local lookup costs ~40 ns a call, a tenth of one ``Counter.inc``.
+    """
+
+    __slots__ = ("bytes_delivered", "bytes_read", "lines_delivered", "lines_read")
+
+    def __init__(self) -> None:
+        self.lines_read = 0
+        self.bytes_read = 0
+        self.lines_delivered = 0
+        self.bytes_delivered = 0
+
+
+class _ThreadFlows(threading.local):
+    """The calling thread's own flow of each pattern (``__init__`` runs in every thread that looks)."""
+
+    def __init__(self) -> None:
+        self.by_pattern: dict[str, _Flow] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class _PatternSeries:
     """The children of one pattern, looked up once: ``labels()`` takes a lock and builds tuples."""
 
-    lines_read: Counter
-    bytes_read: Counter
-    lines_delivered: Counter
-    bytes_delivered: Counter
     opened: Counter
     closed: Counter
     rotated: dict[str, Counter]
@@ -52,6 +96,29 @@ class _PatternSeries:
     unparsed: Counter
     multiline_truncated: Counter
     given_up: Counter
+    flows: list[_Flow] = field(default_factory=list)
+    """One per thread that counted lines of this pattern (threads are few); kept when the thread ends."""
+
+
+class _FlowCollector:
+    """Exposes the flows as the counters they replace: same names, help, labels and created-at-zero."""
+
+    def __init__(self, mode: str, patterns: dict[str, _PatternSeries]) -> None:
+        self._mode = mode
+        self._patterns = patterns
+
+    def describe(self) -> list[CounterMetricFamily]:
+        """The families without samples, so the registry sees their names (clashes, ``name[]`` queries)."""
+        return [CounterMetricFamily(name, doc, labels=("mode", "pattern")) for _, name, doc in _FLOW_COUNTERS]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        families = self.describe()
+        for pattern, series in list(self._patterns.items()):
+            flows = list(series.flows)
+            for (attribute, _, _), family in zip(_FLOW_COUNTERS, families, strict=True):
+                total = sum(getattr(flow, attribute) for flow in flows)
+                family.add_metric((self._mode, pattern), float(total))
+        return families
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +152,7 @@ class Metrics:
         self._started = clock()
         self._patterns: dict[str, _PatternSeries] = {}
         self._receivers: dict[str, _ReceiverSeries] = {}
+        self._flows = _ThreadFlows()
         self._lag_since: float | None = None
         self._last_checkpoint: float | None = None
         self._define_pipeline()
@@ -101,14 +169,7 @@ class Metrics:
         def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, (*by_pattern, *extra), registry=r)
 
-        self._lines_read = counter("sidecar_lines_read", "Complete lines read from followed files.")
-        self._bytes_read = counter("sidecar_bytes_read", "Bytes of complete lines read from followed files.")
-        self._lines_delivered = counter(
-            "sidecar_lines_delivered", "Lines delivered: written to stdout (stream) or acknowledged (agent)."
-        )
-        self._bytes_delivered = counter(
-            "sidecar_bytes_delivered", "Bytes of lines delivered: written (stream) or acknowledged (agent)."
-        )
+        r.register(_FlowCollector(self.mode, self._patterns))
         self._opened = counter("sidecar_files_opened", "Files that began to be followed.")
         self._closed = counter("sidecar_files_closed", "Files read to their end and let go.")
         self._rotated = counter("sidecar_files_rotated", "Rotations seen, by kind of rotation.", extra=("kind",))
@@ -190,11 +251,7 @@ class Metrics:
         series = self._patterns.get(pattern)
         if series is None:
             labels = {"mode": self.mode, "pattern": pattern}
-            series = _PatternSeries(
-                lines_read=self._lines_read.labels(**labels),
-                bytes_read=self._bytes_read.labels(**labels),
-                lines_delivered=self._lines_delivered.labels(**labels),
-                bytes_delivered=self._bytes_delivered.labels(**labels),
+            candidate = _PatternSeries(
                 opened=self._opened.labels(**labels),
                 closed=self._closed.labels(**labels),
                 rotated={kind: self._rotated.labels(**labels, kind=kind) for kind in ROTATION_KINDS},
@@ -203,8 +260,15 @@ class Metrics:
                 multiline_truncated=self._multiline_truncated.labels(**labels),
                 given_up=self._given_up.labels(**labels),
             )
-            self._patterns[pattern] = series
+            # If two threads see a new pattern at once, both must count into one series and its flows.
+            series = self._patterns.setdefault(pattern, candidate)
         return series
+
+    def _new_flow(self, pattern: str) -> _Flow:
+        flow = _Flow()
+        self._pattern(pattern).flows.append(flow)
+        self._flows.by_pattern[pattern] = flow
+        return flow
 
     def _receiver(self, receiver: str) -> _ReceiverSeries:
         series = self._receivers.get(receiver)
@@ -245,9 +309,9 @@ class Metrics:
         self._pattern(pattern).rotated[kind].inc()
 
     def read(self, pattern: str, lines: int, nbytes: int) -> None:
-        series = self._pattern(pattern)
-        series.lines_read.inc(lines)
-        series.bytes_read.inc(nbytes)
+        flow = self._flows.by_pattern.get(pattern) or self._new_flow(pattern)
+        flow.lines_read += lines
+        flow.bytes_read += nbytes
 
     def long_line(self, pattern: str) -> None:
         self._pattern(pattern).long_lines.inc()
@@ -281,9 +345,9 @@ class Metrics:
 
     def delivered(self, pattern: str, lines: int, nbytes: int) -> None:
         """Lines are safe: written to stdout (stream) or acknowledged by a receiver (agent)."""
-        series = self._pattern(pattern)
-        series.lines_delivered.inc(lines)
-        series.bytes_delivered.inc(nbytes)
+        flow = self._flows.by_pattern.get(pattern) or self._new_flow(pattern)
+        flow.lines_delivered += lines
+        flow.bytes_delivered += nbytes
 
     def unparsed(self, pattern: str) -> None:
         self._pattern(pattern).unparsed.inc()
