@@ -39,6 +39,9 @@ class GatedSink:
         self.out += data
         batch.commit()
 
+    async def flush(self) -> None:
+        pass
+
     async def drain(self, timeout: float) -> None:
         pass
 

@@ -40,6 +40,9 @@ class FreezingSink:
         if freeze is not None:
             freeze()
 
+    async def flush(self) -> None:
+        pass
+
     async def drain(self, timeout: float) -> None:
         pass
 

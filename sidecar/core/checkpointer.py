@@ -3,9 +3,9 @@ saves what it delivered, and never on the event loop, so that an fsync never sta
 
 Progress (a ledger moving) is saved at once when the reader has caught up, and otherwise within
 :data:`PROGRESS_BOUND` of being committed; a SIGKILL then repeats at most that much of the lines, whatever
-``--checkpoint-interval`` says. Every ``--checkpoint-interval`` the whole state is compared with what was
-saved (new files, files let go) and rewritten if it differs, and every :data:`REFRESH` even if it does not
-(so ``seen`` times and the checkpoint-age metric stay fresh). Writes happen one at a time, in a thread of
+``--checkpoint-interval`` says. Every ``--checkpoint-interval`` the state is rewritten if files came or went
+since the last write, and every :data:`REFRESH` even if none did (so ``seen`` times and the checkpoint-age
+metric stay fresh). Writes happen one at a time, in a thread of
 their own; the final write at shutdown waits for any write still under way.
 """
 
@@ -33,8 +33,6 @@ per line would cost more than the lines."""
 REFRESH = 30.0
 """Rewrite an unchanged state file this often (well inside the checkpoint-stale alert's 120 s)."""
 
-_State = list[tuple[int, int, str, int, str]]
-
 
 class Checkpointer:
     """Decides when to save; see the module docstring."""
@@ -49,7 +47,6 @@ class Checkpointer:
         self._dirty_since: float | None = None
         self._kick = asyncio.Event()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._saved_state: _State = []
         self._saved_at = 0.0
         self._last_write = 0.0
         self._saved_changes = -1
@@ -93,31 +90,23 @@ class Checkpointer:
                        or time.time() - self._saved_at >= REFRESH)
             if self._dirty_since is not None or (full and changed):
                 self._saved_changes = self._registry.changes
-                entries, state = self._snapshot()
-                if self._dirty_since is not None or self._changed(state):
-                    self._dirty_since = None
-                    self._last_write = time.monotonic()
-                    await asyncio.shield(loop.run_in_executor(self._writer, self._save, entries, state))
+                entries = self._registry.entries(time.time())
+                self._dirty_since = None
+                self._last_write = time.monotonic()
+                await asyncio.shield(loop.run_in_executor(self._writer, self._save, entries))
 
     def save_final(self) -> None:
         """At shutdown: forget stale entries and write everything, after any write still under way."""
         self._registry.forget_stale(time.time(), self._forget_after)
-        entries, state = self._snapshot()
+        entries = self._registry.entries(time.time())
         self._dirty_since = None
-        self._writer.submit(self._save, entries, state).result()
+        self._writer.submit(self._save, entries).result()
         self._writer.shutdown()
 
     def forget_stale(self) -> None:
         self._registry.forget_stale(time.time(), self._forget_after)
 
-    def _snapshot(self) -> tuple[list[Entry], _State]:
-        entries = self._registry.entries(time.time())
-        return entries, [(e.dev, e.ino, e.fingerprint, e.offset, e.path) for e in entries]
-
-    def _changed(self, state: _State) -> bool:
-        return state != self._saved_state or time.time() - self._saved_at >= REFRESH
-
-    def _save(self, entries: list[Entry], state: _State) -> None:
+    def _save(self, entries: list[Entry | str]) -> None:
         """Runs in the writer thread; only it touches the state file."""
         try:
             self._store.save(entries)
@@ -130,5 +119,5 @@ class Checkpointer:
         if self._failing:
             log.info("checkpoint_recovered", path=str(self._store.path))
         self._failing = False
-        self._saved_state, self._saved_at = state, time.time()
+        self._saved_at = time.time()
         self._observer.checkpoint_written(True)

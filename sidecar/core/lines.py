@@ -41,14 +41,13 @@ def utf8_cut(buf: bytearray, cut: int, floor: int) -> int:
     return cut
 
 
-def frame(buf: bytearray, view: memoryview, total: int, max_line: int) -> tuple[list[Piece], int]:
-    """Split ``buf[:total]`` into pieces of complete lines; return them and where the incomplete rest starts.
+def frame(buf: bytearray, view: memoryview, total: int, max_line: int, begin: int = 0) -> tuple[list[Piece], int]:
+    """Split ``buf[begin:total]`` into pieces of complete lines; return them and where the incomplete rest starts.
 
     A line whose content exceeds ``max_line`` bytes is cut on a UTF-8 boundary into pieces that each get
     a ``\\n`` of their own, so that memory stays bounded whatever the application writes.
     """
     pieces: list[Piece] = []
-    begin = 0
     while True:
         newline = buf.find(b"\n", begin, total)
         content_end = newline if newline >= 0 else total

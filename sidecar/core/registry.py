@@ -35,6 +35,9 @@ class Registry:
         self._by_name: dict[str, list[Tail]] = {}
         self._rotated: list[Tail] = []
         self._known_paths: dict[str, list[Entry]] | None = None
+        self._layout: tuple[set[str], dict[str, list[Tail]]] | None = None
+        """Directories of the open files, and the files holding names by directory; dropped when files
+        come, go or lose their names, so that a poll need not look at every file."""
         """Saved entries by path, built when asked for and dropped whenever the saved ones change."""
 
     def __iter__(self) -> Iterator[Tail]:
@@ -84,6 +87,7 @@ class Registry:
             self._rotated.append(tail)
         if self._known.pop(tail.key, None) is not None:
             self._known_paths = None
+        self._layout = None
         self._observer.file_opened(tail.pattern)
         log.info("file_opened", path=tail.path, inode=tail.key.ino, offset=tail.pos)
 
@@ -91,6 +95,25 @@ class Registry:
         """``tail``'s name moved on: it is read to its end in every round from now on."""
         tail.let_go(kind)
         self._rotated.append(tail)
+        self._layout = None
+
+    def directories(self) -> set[str]:
+        """The directories the open files are in, by name and by real path (do not change the set)."""
+        return self._laid_out()[0]
+
+    def holding_names(self) -> dict[str, list[Tail]]:
+        """The open files that still hold their names, by real directory (do not change it)."""
+        return self._laid_out()[1]
+
+    def _laid_out(self) -> tuple[set[str], dict[str, list[Tail]]]:
+        if self._layout is None:
+            dirs = {os.path.dirname(p) for t in self._tails for p in (t.path, t.real)}
+            by_dir: dict[str, list[Tail]] = {}
+            for tail in self._tails:
+                if tail.rotated is None:
+                    by_dir.setdefault(os.path.dirname(tail.real), []).append(tail)
+            self._layout = dirs, by_dir
+        return self._layout
 
     def rotated(self) -> list[Tail]:
         """The open files whose names moved on (a snapshot)."""
@@ -152,6 +175,7 @@ class Registry:
         os.close(tail.fd)
         tail.fd = -1
         self.changes += 1
+        self._layout = None
         self._tails.remove(tail)
         for name in {tail.path, tail.real}:
             named = self._by_name[name]
@@ -169,9 +193,9 @@ class Registry:
         self._observer.file_closed(tail.pattern)
         log.info("file_closed", path=tail.path, inode=tail.key.ino, offset=tail.ledger.committed)
 
-    def entries(self, now: float) -> list[Entry]:
-        """What a checkpoint holds: every open file's committed position, then the saved ones."""
-        return [t.entry(now) for t in self._tails] + list(self._known.values())
+    def entries(self, now: float) -> list[Entry | str]:
+        """What a checkpoint holds: every open file's committed position (rendered), then the saved ones."""
+        return [*(t.entry_text(now) for t in self._tails), *self._known.values()]
 
     def forget_stale(self, now: float, forget_after: float) -> None:
         """Drop saved positions of files gone from their path for ``forget_after``; refresh the others."""

@@ -5,8 +5,8 @@ with a clear error instead of leaving it half alive:
 
 - the *reader* reads at most one chunk per file per round (one busy or slow file cannot starve the
   others), frames it and awaits the sink, which is where backpressure stops reading ahead;
-- *housekeeping* rescans the globs, checks names, gives up overdue files and reports, every poll
-  interval, also while the sink holds the reader back;
+- *housekeeping* rescans the globs and checks names (every poll interval, or every few with live events),
+  gives up overdue files and reports, also while the sink holds the reader back;
 - the *checkpointer* saves committed positions (:mod:`sidecar.core.checkpointer`).
 
 Beside them, the watcher reports new names from the event loop as soon as the kernel does; they are
@@ -121,17 +121,13 @@ class FileServer:
         self._rotation.truncated(tail, head)
 
     def _watch_dirs(self) -> None:
-        dirs = self._discovery.paths.watch_dirs()
-        for tail in self._registry:
-            dirs.add(os.path.dirname(tail.real))
-            dirs.add(os.path.dirname(tail.path))
+        dirs = self._discovery.paths.watch_dirs() | self._registry.directories()
         self._watcher.watch(dirs)
         self._watched = dirs
 
     def _watch_new_dirs(self) -> None:
         """Cheap enough for every event batch: add the directories of files opened since, if any are new."""
-        missing = {d for t in self._registry for d in (os.path.dirname(t.real), os.path.dirname(t.path))}
-        if not missing <= self._watched:
+        if not self._registry.directories() <= self._watched:
             self._watch_dirs()
 
     # -- names --------------------------------------------------------------------------------------
@@ -163,14 +159,11 @@ class FileServer:
             self._callback_error = exc
             self._watcher.wake()
 
-    def _rescan(self, sweep: bool = True) -> None:
-        """Look for new files; with ``sweep``, check every name first (the safety net under the watcher)."""
+    def _rescan(self) -> None:
+        """Check every name (the safety net under the watcher), then look for new files."""
         known_at: dict[str, FileKey] = {}
         for tail in self._registry:
-            if sweep:
-                self._rotation.check_name(tail, known_at)
-            elif tail.rotated is None:
-                known_at[tail.path] = tail.key
+            self._rotation.check_name(tail, known_at)
         since = self._discovery.last_scan
         for tail in self._discovery.scan(known_at=known_at):
             if since is not None:
@@ -192,11 +185,7 @@ class FileServer:
 
     def _check_dirs(self) -> None:
         """A directory that changed may hold a copy made while we could not look: check its files' copies."""
-        by_dir: dict[str, list[Tail]] = {}
-        for tail in self._registry:
-            if tail.rotated is None:
-                by_dir.setdefault(os.path.dirname(tail.real), []).append(tail)
-        for directory, tails in by_dir.items():
+        for directory, tails in list(self._registry.holding_names().items()):
             try:
                 mtime = os.stat(directory).st_mtime_ns
             except OSError:
@@ -262,6 +251,12 @@ class FileServer:
             self._give_up(tail)
 
     async def _read_round(self, tails: Iterable[Tail], polled: bool = False) -> bool:
+        """One chunk from each of ``tails``, in order, then the sink's flush; True when anything was read."""
+        busy = await self._read_each(tails, polled)
+        await self._sink.flush()
+        return busy
+
+    async def _read_each(self, tails: Iterable[Tail], polled: bool) -> bool:
         """One chunk from each of ``tails``, in order; True when anything was read.
 
         Within a family an older file still being read holds the newer ones back (old before new), and a
@@ -353,6 +348,7 @@ class FileServer:
             if unfinished is not None:
                 piece, base = unfinished
                 await self._emit(tail, Chunk([piece], base), split=False)
+                await self._sink.flush()
             if tail.ledger.idle and tail.in_sink == 0 and tail.fd >= 0:
                 self._registry.release(tail)
 
@@ -400,9 +396,10 @@ class FileServer:
     async def _keep_house(self, finished: asyncio.Event) -> None:
         """Every poll interval: look for new files, copies and overdue files, report.
 
-        With a watcher that reports changes as they happen, checking every name and every file's size is
-        a safety net for what it may miss (an overflow, a filesystem without events): done every
-        :data:`SWEEP_EVERY` polls, so that thousands of idle files cost next to nothing.
+        With a watcher that reports changes as they happen, new names are followed from its events, and
+        rescanning the globs, checking every name and every file's size is a safety net for what it may
+        miss (an overflow, a filesystem without events): done every :data:`SWEEP_EVERY` polls, so that
+        thousands of idle files cost next to nothing.
         """
         polls = 0
         while not finished.is_set():
@@ -413,7 +410,8 @@ class FileServer:
             polls += 1
             sweep = not self._watcher.live or polls % SWEEP_EVERY == 0
             if self._deadline is None:
-                self._rescan(sweep)
+                if sweep:
+                    self._rescan()
                 self._check_dirs()
             self._give_up_overdue()
             self._report()

@@ -79,5 +79,8 @@ class Sink(Protocol):
     async def emit(self, batch: Batch) -> None:
         """Take a batch; wait here to apply backpressure. Commit now or later."""
 
+    async def flush(self) -> None:
+        """The reader has nothing more for now: a sink that gathers small batches into one write does it now."""
+
     async def drain(self, timeout: float) -> None:
         """At shutdown: wait up to ``timeout`` seconds for everything emitted to be committed."""

@@ -12,23 +12,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar.core.checkpoint import Entry
+from sidecar.core.checkpoint import Entry, EntryText
 from sidecar.core.events import RotationKind
 from sidecar.core.identity import MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
 from sidecar.core.ledger import Ledger
 from sidecar.core.lines import Piece, frame
 from sidecar.core.sink import Batch, FileRef, Source
 
+LEAD = MARK_BYTES
+"""Room at the buffer's start for the offset marker, read again in front of every chunk."""
+
 
 class ReadBuffer:
-    """The one buffer every read goes through: room for a pending partial line plus one read."""
+    """The one buffer every read goes through: the marker, a pending partial line, and one read."""
 
     __slots__ = ("buf", "max_line", "read_size", "view")
 
     def __init__(self, max_line: int, read_chunk: int) -> None:
         self.max_line = max_line
         self.read_size = min(read_chunk, max_line)
-        self.buf = bytearray(max_line + self.read_size)
+        self.buf = bytearray(LEAD + max_line + self.read_size)
         self.view = memoryview(self.buf)
 
 
@@ -41,7 +44,7 @@ class Truncated:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Complete lines read in one go; ``base`` is the file offset of the buffer's first byte."""
+    """Complete lines read in one go; ``base`` is the file offset the buffer's first byte stands for."""
 
     pieces: list[Piece]
     base: int
@@ -60,6 +63,7 @@ class Tail:
         "_looked_sig",
         "_mark",
         "_on_advance",
+        "_text",
         "at_eof",
         "before",
         "behind_since",
@@ -112,7 +116,8 @@ class Tail:
         self.looked_at = wall
         self.known_since = wall
         self._looked_sig: int | None = None
-        self._mark: tuple[int, str, int] = (0, "", 0)
+        self._mark: tuple[int, str, int] = (-1, "", 0)
+        self._text: EntryText | None = None
         self.size = 0
         self.behind_since: float | None = None
         self.in_sink = 0
@@ -129,34 +134,42 @@ class Tail:
         return self.pos - len(self.pending)
 
     def read(self, buffer: ReadBuffer) -> Chunk | Truncated | None:
-        """Read one chunk and frame it; None when there is nothing new. Raises OSError."""
-        head = read_head(self.fd)
-        if not self.fp.matches(head):
-            return Truncated(head)
-        if not self.fp.complete and len(head) > self.fp.length:
-            self.fp = Fingerprint.of(head)
+        """Read one chunk and frame it; None when there is nothing new. Raises OSError.
+
+        The read starts at the offset marker, the bytes just before our position, so that one system call
+        both checks that the file still holds what we read there and fetches what is new. The head is
+        read separately only while it can tell more than the marker: the file is small, or we hold no
+        marker (just resumed).
+        """
         before = self.before
-        if before and self.pos > self.fp.length and os.pread(self.fd, len(before), self.pos - len(before)) != before:
-            return Truncated(head)
+        marked = len(before)
+        if marked < MARK_BYTES or not self.fp.complete:
+            head = read_head(self.fd)
+            if not self.fp.matches(head):
+                return Truncated(head)
+            if not self.fp.complete and len(head) > self.fp.length:
+                self.fp = Fingerprint.of(head)
         carried = len(self.pending)
         buf, view = buffer.buf, buffer.view
-        buf[:carried] = self.pending
-        got = os.preadv(self.fd, [view[carried : carried + buffer.read_size]], self.pos)
+        start = LEAD + carried
+        buf[LEAD:start] = self.pending
+        got = os.preadv(self.fd, [view[start - marked : start + buffer.read_size]], self.pos - marked) - marked
+        if got < 0 or (marked and view[start - marked : start] != before):
+            return Truncated(read_head(self.fd))
         if got == 0:
-            size = os.fstat(self.fd).st_size
-            if size < self.pos:
+            if not marked and self.pos and os.fstat(self.fd).st_size < self.pos:
                 return Truncated(read_head(self.fd))
-            self.size = size
+            self.size = max(self.size, self.pos)
             self.at_eof = True
             return None
-        end = carried + got
-        base = self.pos - carried
+        end = start + got
+        base = self.pos - start
         self.pos += got
         self.size = max(self.size, self.pos)
         self.at_eof = got < buffer.read_size
         self.last_growth = time.monotonic()
-        self.before = (self.before + bytes(buf[max(carried, end - MARK_BYTES) : end]))[-MARK_BYTES:]
-        pieces, rest = frame(buf, view, end, buffer.max_line)
+        self.before = bytes(buf[max(start - marked, end - MARK_BYTES) : end])
+        pieces, rest = frame(buf, view, end, buffer.max_line, LEAD)
         self.pending = bytes(buf[rest:end])
         return Chunk(pieces, base)
 
@@ -223,9 +236,21 @@ class Tail:
         return os.pread(fd, len(mark), self.pos - len(mark)) == mark
 
     def entry(self, now: float) -> Entry:
+        committed, mark, length = self._marked()
+        return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, committed, self.real, self.pattern,
+                     now, mark=mark, mark_len=length)
+
+    def entry_text(self, now: float) -> str:
+        """:meth:`entry` as the state file holds it, without building it (see :class:`EntryText`)."""
+        if self._text is None:
+            self._text = EntryText(self.key.dev, self.key.ino, self.real, self.pattern)
+        committed, mark, length = self._marked()
+        return self._text.render(self.fp.digest, self.fp.length, committed, now, mark, length)
+
+    def _marked(self) -> tuple[int, str, int]:
+        """The committed position and its offset marker, taken again only when the position moved."""
         committed = self.ledger.committed
-        at, mark, length = self._mark
-        if at != committed and self.fd >= 0:
+        if self._mark[0] != committed and self.fd >= 0:
             length = min(MARK_BYTES, committed)
             before = self.before
             try:
@@ -236,6 +261,5 @@ class Tail:
             except OSError:
                 mark, length = "", 0
             self._mark = (committed, mark, length)
-        return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, committed, self.real, self.pattern,
-                     now, mark=mark, mark_len=length)
+        return self._mark
 

@@ -23,6 +23,9 @@ import struct
 
 from sidecar.core.watch.base import Changes, NameChange, NameEvent, NamesCallback
 from sidecar.errors import SidecarError
+from sidecar.log import get_logger
+
+log = get_logger("sidecar.core")
 
 IN_MODIFY = 0x002
 IN_ATTRIB = 0x004
@@ -66,14 +69,19 @@ class _Instance:
         self._wds: dict[str, int] = {}
         self._dirs: dict[int, str] = {}
 
-    def watch(self, dirs: set[str]) -> None:
+    def watch(self, dirs: set[str]) -> dict[str, int]:
+        """Watch exactly ``dirs``; returns those that could not be watched, with the errno why."""
         for gone in set(self._wds) - dirs:
             self._libc.inotify_rm_watch(self.fd, self._wds.pop(gone))
+        failed = {}
         for new in dirs - set(self._wds):
             wd = self._libc.inotify_add_watch(self.fd, os.fsencode(new), self._mask)
             if wd >= 0:
                 self._wds[new] = wd
                 self._dirs[wd] = new
+            else:
+                failed[new] = ctypes.get_errno()
+        return failed
 
     def read(self, into: Changes, names: list[NameEvent] | None = None) -> bool:
         """Read every queued event without blocking into ``into`` (new names also into ``names``)."""
@@ -121,9 +129,11 @@ class _Instance:
 
 
 class InotifyWatcher:
-    """Reports new names at once and wakes the reader on events in the watched directories."""
+    """Reports new names at once and wakes the reader on events in the watched directories.
 
-    live = True
+    It is :attr:`live` only while every directory asked for is watched: a directory the kernel refused
+    (``fs.inotify.max_user_watches`` reached) reports nothing, so the server then looks every poll interval.
+    """
 
     def __init__(self) -> None:
         libc_name = ctypes.util.find_library("c")
@@ -138,6 +148,11 @@ class InotifyWatcher:
         self._waiter: asyncio.Future[None] | None = None
         self._on_names: NamesCallback | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._unwatched: set[str] = set()
+
+    @property
+    def live(self) -> bool:
+        return not self._unwatched
 
     def start(self, on_names: NamesCallback) -> None:
         self._on_names = on_names
@@ -145,8 +160,11 @@ class InotifyWatcher:
         self._loop.add_reader(self._names.fd, self._names_ready)
 
     def watch(self, dirs: set[str]) -> None:
-        self._names.watch(dirs)
-        self._data.watch(dirs)
+        failed = self._names.watch(dirs) | self._data.watch(dirs)
+        for directory in failed.keys() - self._unwatched:
+            log.warning("directory_not_watched", directory=directory, error=os.strerror(failed[directory]),
+                        hint="looking every --poll-interval instead; raise fs.inotify.max_user_watches")
+        self._unwatched = set(failed)
 
     def _names_ready(self) -> None:
         names: list[NameEvent] = []

@@ -219,6 +219,10 @@ class ForwardSink:
         for owned in holds:
             owned.release()
 
+    async def flush(self) -> None:
+        """Nothing to do: chunks are sealed by size and ``--flush-interval``, not by the reader's pauses, which
+        under a trickle of lines would send a chunk (and wait for an ack) per line."""
+
     async def drain(self, timeout: float) -> None:
         """Flush held groups and open chunks, wait up to ``timeout`` for their acks, then close."""
         if self._timer is not None:

@@ -3,8 +3,9 @@
 When stdout is a pipe or a terminal we write through a non-blocking descriptor of our own (reopened
 from ``/proc/self/fd/1``, so the flag never leaks to processes sharing the pipe): a slow reader then parks
 only this coroutine, never the event loop, and metrics and probes keep answering while the pipe is full. Raw
-batches are copied file-to-pipe in the kernel with ``os.sendfile``; the lines are committed once the
-kernel has them, which is all "written" can mean for a pipe.
+batches are copied file-to-pipe in the kernel with ``os.sendfile``; small ones (a line or a few, the usual
+case when following) are gathered and written with one call when the reader pauses. The lines are
+committed once the kernel has them, which is all "written" can mean for a pipe.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ class StdoutClosed(SidecarError):
     """Nobody reads our stdout any more; the checkpoint keeps what was not written."""
 
 
+GATHER_BYTES = 64 * 1024
+"""Batches smaller than this are gathered and written together when the reader pauses: a round over a
+thousand files with a line each is then one write (one wake-up of our reader), not a thousand."""
+
+
 class StreamSink:
-    """Writes every batch to ``fd`` (stdout) and commits it once written."""
+    """Writes every batch to ``fd`` (stdout) and commits it once written; see the module docstring."""
 
     reads_descriptor = True
 
@@ -48,18 +54,45 @@ class StreamSink:
         self._fmt = fmt
         self._fd, self._owned = _nonblocking_twin(fd)
         self._sendfile = fmt == "raw"
+        self._gathered = bytearray()
+        self._gathered_batches: list[tuple[int, Batch]] = []
 
     async def emit(self, batch: Batch) -> None:
-        if self._fmt == "json":
-            await self._write(memoryview(_json_lines(batch)))
-        elif self._sendfile and batch.offset >= 0:
+        data = memoryview(_json_lines(batch)) if self._fmt == "json" else batch.data
+        if len(data) < GATHER_BYTES:
+            self._gathered += data
+            self._gathered_batches.append((len(self._gathered), batch))
+            if len(self._gathered) >= GATHER_BYTES:
+                await self.flush()
+            return
+        await self.flush()
+        if self._sendfile and batch.offset >= 0 and data is batch.data:
             await self._copy(batch)
         else:
-            await self._write(batch.data)
+            await self._write(data)
+        self._delivered(batch)
+
+    async def flush(self) -> None:
+        """Write what was gathered, committing each batch once all of its bytes are written."""
+        if not self._gathered:
+            return
+        data, batches = memoryview(self._gathered), self._gathered_batches
+        self._gathered, self._gathered_batches = bytearray(), []
+        written = done = 0
+        while written < len(data):
+            written += await self._write_some(data[written:])
+            while done < len(batches) and batches[done][0] <= written:
+                self._delivered(batches[done][1])
+                done += 1
+
+    def _delivered(self, batch: Batch) -> None:
         batch.commit()
         self._counter.delivered(batch.source.pattern, batch.lines, len(batch.data))
 
     async def drain(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.flush()
         if self._owned:
             os.close(self._fd)
             self._owned = False
@@ -88,14 +121,17 @@ class StreamSink:
 
     async def _write(self, data: memoryview) -> None:
         while data:
+            data = data[await self._write_some(data) :]
+
+    async def _write_some(self, data: memoryview) -> int:
+        """Write what the pipe takes now, waiting until it takes something."""
+        while True:
             try:
-                written = os.write(self._fd, data)
+                return os.write(self._fd, data)
             except BlockingIOError:
                 await self._writable()
-                continue
             except OSError as exc:
                 raise self._closed(exc) from exc
-            data = data[written:]
 
     async def _writable(self) -> None:
         loop = asyncio.get_running_loop()
