@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sidecar.core.checkpoint import _BY_TYPE, LOCK_FILE, STATE_FILE, CheckpointStore, Entry, EntryText
+from sidecar.core.identity import FileKey, Fingerprint
 from sidecar.core.ledger import Ledger
 from sidecar.errors import CheckpointError
 from tests.limits import descriptors_exhausted, lowered_limit
@@ -32,12 +33,13 @@ def _many(count: int) -> list[Entry]:
 @pytest.mark.parametrize("path", ["/var/log/app.log", '/var/log/"quoted" \\ back\tslash.log',
                                   "/var/log/caf\u00e9-\u65e5\u672c.log", os.fsdecode(b"/var/log/bad-\xff.log")])
 def test_rendered_entry_text_is_the_entrys_json_and_loads_back(tmp_path: Path, path: str) -> None:
-    text = EntryText(7, 42, path, "/var/log/*.log")
+    text = EntryText(path, "/var/log/*.log")
     for offset, fingerprint, seen, mark in [(0, "", 1.0, ""), (123, "ab" * 16, 1_733_000_000.123456, "cd" * 16),
                                             (2**40, "ef" * 16, 1e-7, "01" * 16)]:
         entry = Entry(7, 42, fingerprint, len(fingerprint) // 2, offset, path, "/var/log/*.log", seen, mark=mark,
                       mark_len=len(mark) // 2)
-        rendered = text.render(entry.fingerprint, entry.fp_len, offset, seen, mark, entry.mark_len)
+        fp = Fingerprint(fingerprint, entry.fp_len)
+        rendered = text.render(FileKey(7, 42), fp, offset, seen, mark, entry.mark_len)
         assert rendered == json.dumps(asdict(entry), separators=(",", ":"))
         store = CheckpointStore(tmp_path)
         store.prepare()

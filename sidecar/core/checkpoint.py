@@ -31,7 +31,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from sidecar.core.identity import FP_BYTES, MARK_BYTES
+from sidecar.core.identity import FP_BYTES, MARK_BYTES, FileKey, Fingerprint
 from sidecar.errors import CheckpointError
 from sidecar.log import get_logger
 
@@ -42,6 +42,7 @@ LOCK_FILE = "sidecar.lock"
 VERSION = 1
 _TMP_SUFFIX = ".tmp"
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+_READ_BACK_BYTES = 65536
 
 
 @dataclass(slots=True)
@@ -79,24 +80,19 @@ class EntryText:
     thousands of files was most of a save. The text is exactly what ``json.dumps(entry.as_json())`` gives.
     """
 
-    __slots__ = ("_fp", "_head", "_names")
+    __slots__ = ("_head", "_names")
 
-    def __init__(self, dev: int, ino: int, path: str, pattern: str) -> None:
-        self._names = f',"path":{_json_text(path)},"pattern":{_json_text(pattern)},"seen":'
-        self._head = f'{{"dev":{dev},"ino":{ino},"fingerprint":'
-        self._fp: tuple[str, int, str] = ("", -1, "")
+    def __init__(self, path: str, pattern: str) -> None:
+        self._names = f',"path":{json.dumps(path)},"pattern":{json.dumps(pattern)},"seen":'
+        self._head: tuple[FileKey, Fingerprint, str] | None = None
 
-    def render(self, fingerprint: str, fp_len: int, offset: int, seen: float, mark: str, mark_len: int) -> str:
-        digest, length, head = self._fp
-        if digest != fingerprint or length != fp_len:
-            head = f'{self._head}{_json_text(fingerprint)},"fp_len":{fp_len},"offset":'
-            self._fp = (fingerprint, fp_len, head)
-        rest = f'"gone_since":null,"mark":{_json_text(mark)},"mark_len":{mark_len}}}'
-        return f"{head}{offset}{self._names}{seen!r},{rest}"
-
-
-def _json_text(text: str) -> str:
-    return json.dumps(text)
+    def render(self, key: FileKey, fp: Fingerprint, offset: int, seen: float, mark: str, mark_len: int) -> str:
+        """The fingerprint and ``mark`` are hex digests (or empty), which JSON holds as they are."""
+        if self._head is None or self._head[0] is not key or self._head[1] is not fp:
+            text = f'{{"dev":{key.dev},"ino":{key.ino},"fingerprint":"{fp.digest}","fp_len":{fp.length},"offset":'
+            self._head = (key, fp, text)
+        head = self._head[2]
+        return f'{head}{offset}{self._names}{seen!r},"gone_since":null,"mark":"{mark}","mark_len":{mark_len}}}'
 
 
 Check = Callable[[object], str | None]
@@ -313,9 +309,12 @@ class CheckpointStore:
         """Replace the state file atomically and durably, or raise CheckpointError and keep the old one.
 
         An entry may come already rendered (:class:`EntryText`)."""
-        head = json.dumps({"version": VERSION, "written_at": time.time()}, separators=(",", ":"))
-        files = ",".join(e if isinstance(e, str) else json.dumps(e.as_json(), separators=(",", ":")) for e in entries)
-        data = f'{head[:-1]},"files":[{files}]}}'.encode()
+        head = json.dumps({"version": VERSION, "written_at": time.time()}, separators=(",", ":"))[:-1] + ',"files":['
+        texts = [e if isinstance(e, str) else json.dumps(e.as_json(), separators=(",", ":")) for e in entries] or [""]
+        texts[0] = head + texts[0]
+        texts[-1] += "]}"
+        data = ",".join(texts).encode()
+        del texts
         tmp = f".{STATE_FILE}.{os.getpid()}{_TMP_SUFFIX}"
         with self._saving:
             try:
@@ -349,7 +348,7 @@ class CheckpointStore:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 view = view[written:]
             os.fsync(fd)
-            if os.pread(fd, len(data) + 1, 0) != data:
+            if not _reads_back(fd, data):
                 raise OSError(errno.EIO, "the written file reads back different")
         finally:
             os.close(fd)
@@ -373,3 +372,13 @@ class CheckpointStore:
             self._spare = os.dup(dir_fd)
         except OSError:
             self._spare = None
+
+
+def _reads_back(fd: int, data: bytes) -> bool:
+    """Whether the file on ``fd`` holds exactly ``data``, compared a piece at a time (no second copy of it)."""
+    view = memoryview(data)
+    for at in range(0, len(data), _READ_BACK_BYTES):
+        piece = view[at : at + _READ_BACK_BYTES]
+        if os.pread(fd, len(piece), at) != piece:
+            return False
+    return os.pread(fd, 1, len(data)) == b""

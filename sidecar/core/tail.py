@@ -98,7 +98,8 @@ class Tail:
         self.key = key
         self.fd = fd
         self.path = path
-        self.real = os.path.realpath(path)
+        real = os.path.realpath(path)
+        self.real = path if real == path else real  # one string, not two equal ones, per file
         self.pattern = pattern
         self.family = family or path
         self.pos = offset
@@ -243,9 +244,9 @@ class Tail:
     def entry_text(self, now: float) -> str:
         """:meth:`entry` as the state file holds it, without building it (see :class:`EntryText`)."""
         if self._text is None:
-            self._text = EntryText(self.key.dev, self.key.ino, self.real, self.pattern)
+            self._text = EntryText(self.real, self.pattern)
         committed, mark, length = self._marked()
-        return self._text.render(self.fp.digest, self.fp.length, committed, now, mark, length)
+        return self._text.render(self.key, self.fp, committed, now, mark, length)
 
     def _marked(self) -> tuple[int, str, int]:
         """The committed position and its offset marker, taken again only when the position moved."""

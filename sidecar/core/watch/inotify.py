@@ -8,8 +8,9 @@ Two inotify instances share the directory list, because the two kinds of event w
 - *names* (create, move, delete) are read the moment the kernel queues them, from the event loop's reader
   callback, and reported at once: a generation that lives for milliseconds must be opened before it is
   deleted, even while the reader is busy or held back by the sink;
-- *data* (writes) is read only while the reader waits, so that between waits the kernel merges a stream
-  of writes into few events and a busy file costs one wake-up per read round, not one per write.
+- *data* (writes) is read only while the reader waits (the loop reports it then), so that while the reader
+  is busy the kernel merges a stream of writes into few events and a busy file costs one wake-up per read
+  round, not one per write.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ _GONE_NAME = IN_MOVED_FROM | IN_DELETE
 _NAMES_MASK = _NEW_NAME | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB
 _DATA_MASK = IN_MODIFY | IN_CLOSE_WRITE
 _HEADER = struct.Struct("iIII")
+_READ_BYTES = 65536
+_LARGEST_EVENT = _HEADER.size + 256
+"""An event's header and the longest name (255 bytes and its NUL)."""
 
 
 class InotifyUnavailable(SidecarError):
@@ -84,11 +88,13 @@ class _Instance:
         return failed
 
     def read(self, into: Changes, names: list[NameEvent] | None = None) -> bool:
-        """Read every queued event without blocking into ``into`` (new names also into ``names``)."""
+        """Read every queued event without blocking into ``into`` (new names also into ``names``).
+
+        A read that left room for another event took the whole queue: no second call to learn so."""
         got = False
         while True:
             try:
-                data = os.read(self.fd, 65536)
+                data = os.read(self.fd, _READ_BYTES)
             except BlockingIOError:
                 return got
             except OSError as exc:
@@ -97,12 +103,14 @@ class _Instance:
                 raise
             got = True
             self._parse(data, into, names)
+            if len(data) <= _READ_BYTES - _LARGEST_EVENT:
+                return got
 
     def _parse(self, data: bytes, into: Changes, names: list[NameEvent] | None) -> None:
         pos = 0
         while pos + _HEADER.size <= len(data):
             wd, mask, cookie, length = _HEADER.unpack_from(data, pos)
-            name = data[pos + _HEADER.size : pos + _HEADER.size + length].rstrip(b"\0")
+            raw = data[pos + _HEADER.size : pos + _HEADER.size + length]
             pos += _HEADER.size + length
             if mask & IN_Q_OVERFLOW:
                 into.everything = True
@@ -116,6 +124,7 @@ class _Instance:
             directory = self._dirs.get(wd)
             if directory is None:
                 continue
+            name = raw.rstrip(b"\0")
             path = os.path.join(directory, os.fsdecode(name)) if name else directory
             into.paths.add(path)
             if mask & _NAMES_MASK:
@@ -149,6 +158,7 @@ class InotifyWatcher:
         self._on_names: NamesCallback | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unwatched: set[str] = set()
+        self._data_watched = False
 
     @property
     def live(self) -> bool:
@@ -182,21 +192,33 @@ class InotifyWatcher:
         if self._data.read(self._pending):
             self._has_events = True
 
-    async def wait(self, timeout: float) -> Changes:
-        """Wait for an event, then hand over what was queued; ``everything`` after ``timeout`` without one."""
+    def _data_ready(self) -> None:
+        """Writes, while the reader waits. A reader busy reading needs no news of them: the descriptor is
+        left alone until it waits again, and meanwhile the kernel merges the writes into few events."""
         self._drain()
+        if self._waiter is None and self._loop is not None:
+            self._loop.remove_reader(self._data.fd)
+            self._data_watched = False
+        self._resolve()
+
+    async def wait(self, timeout: float) -> Changes:
+        """Wait for an event, then hand over what was queued; ``everything`` after ``timeout`` without one.
+
+        The data descriptor stays with the loop from one wait to the next while writes come one at a time
+        (a trickle costs no registration per line), and is read at once when the loop reports it."""
+        loop = asyncio.get_running_loop()
+        if not self._data_watched:
+            self._drain()
+            loop.add_reader(self._data.fd, self._data_ready)
+            self._data_watched = True
         if not self._has_events:
-            loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            loop.add_reader(self._data.fd, self._resolve)
             timer = loop.call_later(max(timeout, 0.0), self._resolve)
             try:
                 await waiter
             finally:
                 timer.cancel()
-                loop.remove_reader(self._data.fd)
                 self._waiter = None
-            self._drain()
             if not self._has_events:
                 return Changes(everything=True)
         changes, self._pending = self._pending, Changes()
@@ -211,5 +233,7 @@ class InotifyWatcher:
     def close(self) -> None:
         if self._loop is not None:
             self._loop.remove_reader(self._names.fd)
+            if self._data_watched:
+                self._loop.remove_reader(self._data.fd)
         self._names.close()
         self._data.close()
