@@ -3,132 +3,200 @@
 Without Fluent Bit the receiver is ``bench/forward_sink.py``, a Python process that only counts and acks
 (its own CPU is printed, so a run where it is the ceiling shows as such), and our figures stand alone:
 a ratio to Fluent Bit comes only from a run in which both ship the same backlog to the same real
-receiver. With ``FLUENT_BIT`` naming a Fluent Bit binary, that run happens: a Fluent Bit ``in_forward``
-receives from ``sidecar agent`` and from Fluent Bit's own ``in_tail`` -> ``out_forward`` with acks, in
-turn, each into a fresh receiver (see :mod:`bench.fluent_bit`).
+receiver. With ``FLUENT_BIT`` naming a Fluent Bit binary, that run happens: ``sidecar agent`` and Fluent
+Bit's own ``in_tail`` -> ``out_forward`` with acks take turns (the order swapped every run), each into a
+fresh Fluent Bit ``in_forward`` (see :mod:`bench.fluent_bit` for how both are set up).
+
+Each sender starts on an empty directory and settles; then the backlog is moved in. Its CPU is counted
+from there (so neither start-up nor read-ahead before the first record arrives is left out), its time
+from the moment it opened the backlog (``/proc/<pid>/fd``; so Fluent Bit's scan interval is not held
+against it) until the receiver counted every line. The run counts only if the receiver got every line
+and the sender's own metrics say every line was acknowledged; lines received beyond those are reported as
+duplicates, and what the sender says it sent again as resent. Both senders run with their last, partial
+chunk of the backlog waiting for their flush timer (ours ``--flush-interval`` 1 s by default, Fluent Bit's
+``Flush``): that wait is in the time.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bench import fluent_bit, forward_sink
-from bench.followers import BenchError, LineReader, log_tail, sidecar, sidecar_missing, stop
+from bench.followers import BenchError, log_tail, sidecar, sidecar_missing, stop
 from bench.procfs import cpu_seconds, memory_kib
 from bench.report import Figure, Outcome, median, note, ratio, show
+from bench.scrape_load import free_port
 from bench.workload import REPO, exit_on_sigterm, fresh_dir, scratch_dir, write_backlog
 
 NAME = "agent_throughput"
 SIDECAR = "sidecar agent"
 FLUENT_BIT = "Fluent Bit in_tail -> out_forward, acks"
 _TIMEOUT = 600.0
+_POLL = 0.01
+_SETTLE = 0.5
+_SETTLED_CPU = 0.005
+"""A sender is idle once it used less CPU than this (s) in :data:`_SETTLE` s."""
+_ACKED = re.compile(rb"^sidecar_records_(acked|retried)_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
 
 
-class _Said:
-    """What the receiver announces on stdout (see ``forward_sink``), one keyword line at a time."""
+class Receiver(Protocol):
+    port: int
+    proc: subprocess.Popen[bytes]
 
-    def __init__(self, receiver: subprocess.Popen[bytes], log: Path) -> None:
-        self._reader = LineReader(receiver, "receiver", log)
-        self._pending: list[bytes] = []
+    def records(self) -> int:
+        """Records taken in (and acked) so far; never blocks."""
+        ...
 
-    def expect(self, word: str, deadline: float) -> list[str]:
-        """The fields after ``word`` on the next line starting with it."""
-        while True:
-            while self._pending:
-                fields = self._pending.pop(0).decode().split()
-                if fields and fields[0] == word:
-                    return fields[1:]
-            self._pending, _ = self._reader.next_lines(deadline, f"no {word} line")
+    def final(self, deadline: float) -> int:
+        """Records received in all, once the sender has stopped and the count holds still."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A shipper: its command line given (watched glob, receiver port, metrics port), and how it reports
+    ``(records acknowledged, records sent again)`` on that metrics port (``None`` while it is not answering)."""
+
+    name: str
+    argv: Callable[[Path, int, int], Sequence[str]]
+    delivered: Callable[[int], tuple[int, int] | None]
+
+
+def _agent_argv(work: Path, extra: Sequence[str], glob: Path, port: int, metrics_port: int) -> tuple[str, ...]:
+    args = [str(glob), "--checkpoint-dir", str(fresh_dir(work, "checkpoints-")), "--metrics-port", str(metrics_port)]
+    args += ["--metrics-address", "127.0.0.1", "--fluentd-host", "127.0.0.1", "--fluentd-port", str(port), *extra]
+    return sidecar("agent", args).argv
+
+
+def _agent_delivered(metrics_port: int) -> tuple[int, int] | None:
+    body = fluent_bit.scrape(metrics_port, "/metrics")
+    if body is None:
+        return None
+    totals = {"acked": 0.0, "retried": 0.0}
+    for kind, value in _ACKED.findall(body):
+        totals[kind.decode()] += float(value)
+    return int(totals["acked"]), int(totals["retried"])
+
+
+def ours(work: Path, extra: Sequence[str]) -> Sender:
+    return Sender(SIDECAR, functools.partial(_agent_argv, work, extra), _agent_delivered)
+
+
+def theirs(binary: str, work: Path) -> Sender:
+    return Sender(FLUENT_BIT, functools.partial(fluent_bit.sender_argv, binary, work), fluent_bit.sender_delivered)
 
 
 @dataclass(frozen=True, slots=True)
 class Shipment:
-    """One sender shipping the backlog: timed from the first record at the receiver to the last."""
+    """One sender shipping the backlog (see the module docstring for what is timed and charged)."""
 
     lines: int
-    steady: float
+    seconds: float
     cpu: float
-    cpu_startup: float
     peak_rss_kib: int
-    receiver_cpu: float = 0.0
-    resent: int = 0
-    all_acked: bool = True
+    receiver_cpu: float
+    duplicates: int
+    resent: int
 
     @property
     def lines_per_s(self) -> float:
-        return self.lines / max(self.steady, 1e-9)
+        return self.lines / max(self.seconds, 1e-9)
 
     @property
     def cpu_per_million(self) -> float:
-        return (self.cpu - self.cpu_startup) / (self.lines / 1e6)
+        return self.cpu / (self.lines / 1e6)
 
 
-def _agent_argv(backlog: Path, work: Path, extra: Sequence[str], port: int | str) -> tuple[str, ...]:
-    args = [str(backlog), "--checkpoint-dir", str(fresh_dir(work, "checkpoints-")), "--metrics-port", "0"]
-    args += ["--fluentd-host", "127.0.0.1", "--fluentd-port", str(port), *extra]
-    return sidecar("agent", args).argv
+class _Watch:
+    """A running sender and the checks of it the bench waits on; every wait fails fast if it died."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sender: Sender, metrics_port: int, log: Path) -> None:
+        self.proc, self._sender, self._metrics_port, self._log = proc, sender, metrics_port, log
+
+    def alive(self, waiting_for: str, deadline: float) -> None:
+        if self.proc.poll() is not None:
+            status = self.proc.returncode
+            raise BenchError(f"{self._sender.name} exited ({status}) {waiting_for}: {log_tail(self._log)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{self._sender.name}: {waiting_for} at the deadline: {log_tail(self._log)}")
+        time.sleep(_POLL)
+
+    def settled(self, deadline: float) -> float:
+        """Wait until its metrics answer and it idles; its CPU seconds then."""
+        while self._sender.delivered(self._metrics_port) is None:
+            self.alive("before its metrics answered", deadline)
+        before = cpu_seconds(self.proc.pid)
+        while True:
+            time.sleep(_SETTLE)
+            now = cpu_seconds(self.proc.pid)
+            if now - before < _SETTLED_CPU:
+                return now
+            before = now
+            self.alive("still busy starting", deadline)
+
+    def opened(self, path: Path, deadline: float) -> int:
+        """``CLOCK_MONOTONIC`` ns when it first held ``path`` open."""
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        while True:
+            for fd in fds.iterdir():
+                try:
+                    if os.readlink(fd) == str(path):
+                        return time.monotonic_ns()
+                except FileNotFoundError:
+                    continue
+            self.alive(f"never opened {path}", deadline)
+
+    def acked(self, lines: int, deadline: float) -> int:
+        """Wait until it says every line was acknowledged; the records it sent again."""
+        while True:
+            delivered = self._sender.delivered(self._metrics_port)
+            if delivered is not None and delivered[0] >= lines:
+                return delivered[1]
+            self.alive(f"acknowledged {delivered and delivered[0]} of {lines:,} lines", deadline)
 
 
-def ship_to_sink(backlog: Path, lines: int, work: Path, extra: Sequence[str]) -> Shipment:
-    """``sidecar agent`` into ``forward_sink``, timed until the receiver counted every line."""
+def ship(sender: Sender, receiver: Receiver, backlog: Path, lines: int, work: Path) -> Shipment:
+    """``sender`` ships ``backlog`` into ``receiver`` (stopped afterwards); a line missing fails the run."""
     deadline = time.monotonic() + _TIMEOUT
-    receiver_log = work / "receiver.stderr"
-    with receiver_log.open("ab") as err:
-        receiver = subprocess.Popen(forward_sink.command(lines), cwd=REPO, stdout=subprocess.PIPE, stderr=err)
+    watched = fresh_dir(work, "watched-")
+    target = watched / backlog.name
+    metrics_port = free_port()
+    log = work / "sender.stderr"
     try:
-        said = _Said(receiver, receiver_log)
-        port = said.expect("PORT", deadline)[0]
-        log = work / "agent.stderr"
         with log.open("ab") as err:
-            argv = _agent_argv(backlog, work, extra, port)
-            agent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+            argv = sender.argv(watched / "*.log", receiver.port, metrics_port)
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        watch = _Watch(proc, sender, metrics_port, log)
         try:
-            first_ns = int(said.expect("FIRST", deadline)[0])
-            cpu_first = cpu_seconds(agent.pid)
-            done_ns = int(said.expect("DONE", deadline)[1])
-            cpu_done = cpu_seconds(agent.pid)
-            peak = memory_kib(agent.pid)[1]
-        except BenchError as error:
-            raise BenchError(f"{error}; agent: {log_tail(log)}") from None
+            idle_cpu = watch.settled(deadline)
+            backlog.rename(target)
+            opened_ns = watch.opened(target, deadline)
+            while receiver.records() < lines:
+                watch.alive(f"receiver has {receiver.records():,} of {lines:,} lines", deadline)
+            done_ns = time.monotonic_ns()
+            resent = watch.acked(lines, deadline)
+            cpu = cpu_seconds(proc.pid) - idle_cpu
+            peak = memory_kib(proc.pid)[1]
         finally:
-            stop(agent)
-        receiver_cpu = cpu_seconds(receiver.pid)
-        receiver.terminate()
-        received, messages, acks = map(int, said.expect("TOTAL", deadline))
-    finally:
-        stop(receiver)
-    return Shipment(lines, (done_ns - first_ns) / 1e9, cpu_done, cpu_first, peak, receiver_cpu, received - lines,
-                    acks == messages)
-
-
-def ship_to_fluent_bit(binary: str, argv: Callable[[int], Sequence[str]], lines: int, work: Path) -> Shipment:
-    """A sender (``argv`` given the port) into a fresh Fluent Bit receiver, timed by the receiver's counter."""
-    deadline = time.monotonic() + _TIMEOUT
-    receiver = fluent_bit.Receiver(binary, work)
-    try:
-        log = work / "sender.stderr"
-        with log.open("ab") as err:
-            sender = subprocess.Popen(argv(receiver.port), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
-        try:
-            first_ns = receiver.wait_total(1, deadline)
-            cpu_first = cpu_seconds(sender.pid)
-            done_ns = receiver.wait_total(lines, deadline)
-            cpu_done = cpu_seconds(sender.pid)
-            peak = memory_kib(sender.pid)[1]
-        except BenchError as error:
-            raise BenchError(f"{error}; sender: {log_tail(log)}") from None
-        finally:
-            stop(sender)
+            stop(proc)
+            if target.exists():
+                target.rename(backlog)
+        received = receiver.final(deadline)
         receiver_cpu = cpu_seconds(receiver.proc.pid)
     finally:
         stop(receiver.proc)
-    return Shipment(lines, (done_ns - first_ns) / 1e9, cpu_done, cpu_first, peak, receiver_cpu, receiver.total - lines)
+    if received < lines:
+        raise BenchError(f"{sender.name}: the receiver got {received:,} of {lines:,} lines")
+    return Shipment(lines, (done_ns - opened_ns) / 1e9, cpu, peak, receiver_cpu, received - lines, resent)
 
 
 def run(quick: bool, runs: int | None = None, extra: Sequence[str] = ()) -> Outcome:
@@ -139,45 +207,49 @@ def run(quick: bool, runs: int | None = None, extra: Sequence[str] = ()) -> Outc
         note(f"{NAME}: {missing}")
         return Outcome([Figure(NAME, SIDECAR, "not run", missing)])
     binary = fluent_bit.binary()
-    results: dict[str, list[Shipment]] = {}
+    results: dict[str, list[Shipment]] = {SIDECAR: []} if binary is None else {SIDECAR: [], FLUENT_BIT: []}
     with scratch_dir("agent") as work:
         backlog = work / "app.log"
         nbytes = write_backlog(backlog, lines)
+        senders = [ours(work, extra)] + ([] if binary is None else [theirs(binary, work)])
         for index in range(runs):
-            into = " (each sender into Fluent Bit)" if binary else ""
-            note(f"{NAME}: run {index + 1}/{runs}, {lines:,} lines{into}")
-            if binary is None:
-                results.setdefault(SIDECAR, []).append(ship_to_sink(backlog, lines, work, extra))
-                continue
-            senders: dict[str, Callable[[int], Sequence[str]]] = {
-                SIDECAR: functools.partial(_agent_argv, backlog, work, extra),
-                FLUENT_BIT: functools.partial(fluent_bit.sender_argv, binary, backlog, work),
-            }
-            for name, argv in senders.items():
-                results.setdefault(name, []).append(ship_to_fluent_bit(binary, argv, lines, work))
-    receiver = "a Fluent Bit in_forward receiver" if binary else "forward_sink.py (a Python count-and-ack receiver)"
+            note(f"{NAME}: run {index + 1}/{runs}, {lines:,} lines, {' then '.join(s.name for s in senders)}")
+            for sender in senders:
+                receiver: Receiver = forward_sink.Sink(work) if binary is None else fluent_bit.Receiver(binary, work)
+                results[sender.name].append(ship(sender, receiver, backlog, lines, work))
+            senders.reverse()
+    receiver_name = "a Fluent Bit in_forward receiver" if binary else "forward_sink.py (a Python count-and-ack sink)"
     medians = {name: _medians(shipments) for name, shipments in results.items()}
     show(
-        f"{NAME}: {lines:,} lines ({nbytes / 1e6:,.0f} MB) with acks into {receiver}, median of {runs}",
-        ["sender", "lines/s", "CPU s per M lines", "peak RSS MiB", "receiver CPU s", "resent", "all acked"],
+        f"{NAME}: {lines:,} lines ({nbytes / 1e6:,.0f} MB) with acks into {receiver_name}, median of {runs}",
+        ["sender", "lines/s", "CPU s per M lines", "peak RSS MiB", "receiver CPU s", "duplicates", "resent"],
         [
             [name, f"{m['lines_per_s']:,.0f}", f"{m['cpu_per_million']:.2f}", f"{m['peak_mib']:.0f}",
-             f"{m['receiver_cpu']:.2f}", f"{m['resent']:,.0f}", f"{all(s.all_acked for s in results[name])}"]
+             f"{m['receiver_cpu']:.2f}", f"{m['duplicates']:,.0f}", f"{m['resent']:,.0f}"]
             for name, m in medians.items()
         ],
     )
-    data: dict[str, object] = {"lines": lines, "receiver": receiver, "senders": medians}
-    ours = medians[SIDECAR]
-    if binary is None:
+    show(
+        f"{NAME}: every run{' (interleaved, the order swapped each run)' if binary else ''}",
+        ["sender", "run", "lines/s", "CPU s per M lines", "peak RSS MiB"],
+        [
+            [name, str(index + 1), f"{s.lines_per_s:,.0f}", f"{s.cpu_per_million:.2f}", f"{s.peak_rss_kib / 1024:.0f}"]
+            for name, shipments in results.items()
+            for index, s in enumerate(shipments)
+        ],
+    )
+    data: dict[str, object] = {"lines": lines, "receiver": receiver_name, "senders": medians}
+    mine = medians[SIDECAR]
+    other = medians.get(FLUENT_BIT)
+    if other is None:
         note(f"{NAME}: {fluent_bit.ENV} is not set: our figures alone (no Fluent Bit to ship beside)")
-    theirs = medians.get(FLUENT_BIT)
-    versus = {key: "" if theirs is None else f"{ratio(ours[key], theirs[key])} Fluent Bit, same receiver"
-              for key in ours}
+    versus = {key: "" if other is None else f"{ratio(mine[key], other[key])} Fluent Bit, same receiver"
+              for key in mine}
     return Outcome(
         [
-            Figure(NAME, "lines/s", f"{ours['lines_per_s']:,.0f}", versus["lines_per_s"]),
-            Figure(NAME, "CPU s per million lines", f"{ours['cpu_per_million']:.2f}", versus["cpu_per_million"]),
-            Figure(NAME, "peak RSS MiB (sender)", f"{ours['peak_mib']:.0f}", versus["peak_mib"]),
+            Figure(NAME, "lines/s", f"{mine['lines_per_s']:,.0f}", versus["lines_per_s"]),
+            Figure(NAME, "CPU s per million lines", f"{mine['cpu_per_million']:.2f}", versus["cpu_per_million"]),
+            Figure(NAME, "peak RSS MiB (sender)", f"{mine['peak_mib']:.0f}", versus["peak_mib"]),
         ],
         data,
     )
@@ -189,6 +261,7 @@ def _medians(shipments: list[Shipment]) -> dict[str, float]:
         "cpu_per_million": median([s.cpu_per_million for s in shipments]),
         "peak_mib": median([s.peak_rss_kib / 1024 for s in shipments]),
         "receiver_cpu": median([s.receiver_cpu for s in shipments]),
+        "duplicates": median([float(s.duplicates) for s in shipments]),
         "resent": median([float(s.resent) for s in shipments]),
     }
 

@@ -7,9 +7,10 @@ only each message's outer array and option map: the record count comes from the 
 back at once. It runs as its own process (``python -m bench.forward_sink``) so its CPU is reported
 apart from the sender's. No handshake, no TLS.
 
-Protocol on stdout: ``PORT <n>`` when listening; ``FIRST <ns>`` at the first event message;
-``DONE <records> <ns>`` once ``--expected`` records arrived; ``TOTAL <records> <messages> <acks>``
-at SIGTERM (records beyond the expected ones are resends).
+Protocol on stdout: ``PORT <n>`` when listening, then ``RECORDS <n>`` with the total so far after every
+event message (a few hundred lines for millions of records: one per chunk). Records beyond those
+written are resends. :class:`Sink` starts it from the bench and reads that total; :class:`RunningTotal` is
+shared with the Fluent Bit receiver, whose ``counter`` output prints its own.
 """
 
 from __future__ import annotations
@@ -17,38 +18,39 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import re
+import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from bench.followers import BenchError, LineReader
+from bench.workload import REPO
+
 _RECV = 1 << 20
+_RECORDS = re.compile(rb"^RECORDS (\d+)")
+_START_TIMEOUT = 60.0
+_SETTLE = 0.5
 
 
 class _Counter:
-    """Totals over all connections; announces the first message and the expected count once each."""
+    """The record total over all connections, announced after every message."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._expected = expected
-        self.records = 0
-        self.messages = 0
-        self.acks = 0
+        self._records = 0
 
-    def add(self, records: int, acked: bool) -> None:
+    def add(self, records: int) -> None:
         with self._lock:
-            if self.messages == 0:
-                _say(f"FIRST {time.monotonic_ns()}")
-            before = self.records
-            self.records += records
-            self.messages += 1
-            self.acks += acked
-            if before < self._expected <= self.records:
-                _say(f"DONE {self.records} {time.monotonic_ns()}")
+            self._records += records
+            _say(f"RECORDS {self._records}")
 
 
 def _say(line: str) -> None:
@@ -57,7 +59,7 @@ def _say(line: str) -> None:
 
 
 def _fail(reason: str) -> None:
-    """End the whole process (from any thread): the bench sees it exit before DONE, with the reason."""
+    """End the whole process (from any thread): the bench sees it exit, with the reason."""
     sys.stderr.write(f"forward_sink: {reason}\n")
     sys.stderr.flush()
     os._exit(2)
@@ -100,26 +102,65 @@ def _serve(conn: socket.socket, counter: _Counter) -> None:
                 chunk = option.get(b"chunk")
                 if chunk is not None:
                     conn.sendall(msgpack.packb({"ack": chunk}, use_bin_type=False))
-                counter.add(records, chunk is not None)
+                counter.add(records)
 
 
-def command(expected: int) -> list[str]:
-    """The argv that starts this receiver (run it with ``cwd=REPO``)."""
-    return [sys.executable, "-m", "bench.forward_sink", "--expected", str(expected)]
+class RunningTotal:
+    """A receiver's running record total: the last number ``pattern`` (group 1) found on its stdout."""
+
+    def __init__(self, reader: LineReader, stdout: int, pattern: re.Pattern[bytes]) -> None:
+        self._reader, self._stdout, self._pattern = reader, stdout, pattern
+        self.total = 0
+
+    def read(self) -> int:
+        """The total as of now, from whatever the receiver printed since; never waits."""
+        while select.select([self._stdout], [], [], 0)[0]:
+            for line in self._reader.next_lines(time.monotonic() + 1.0, "its running total")[0]:
+                match = self._pattern.match(line)
+                if match:
+                    self.total = int(match.group(1))
+        return self.total
+
+    def settled(self, deadline: float) -> int:
+        """The total once it held still for a while (the sender has stopped)."""
+        before = -1
+        while (total := self.read()) != before:
+            if time.monotonic() > deadline:
+                raise BenchError(f"receiver still counting at the deadline ({total:,} records)")
+            before = total
+            time.sleep(_SETTLE)
+        return total
+
+
+class Sink:
+    """This receiver in its own process, as the bench starts it."""
+
+    def __init__(self, work: Path) -> None:
+        log = work / "receiver.stderr"
+        with log.open("ab") as err:
+            argv = [sys.executable, "-m", "bench.forward_sink"]
+            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=err)
+        assert self.proc.stdout is not None
+        reader = LineReader(self.proc, "forward_sink", log)
+        first = reader.next_lines(time.monotonic() + _START_TIMEOUT, "no PORT line")[0]
+        self.port = int(first[0].split()[1])
+        self._total = RunningTotal(reader, self.proc.stdout.fileno(), _RECORDS)
+
+    def records(self) -> int:
+        """Records counted (and acked) so far."""
+        return self._total.read()
+
+    def final(self, deadline: float) -> int:
+        """Records received in all, once the count held still."""
+        return self._total.settled(deadline)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--expected", type=int, required=True, help="records to wait for before DONE")
     args = parser.parse_args()
-    counter = _Counter(args.expected)
-
-    def stop(_signum: int, _frame: object) -> None:
-        _say(f"TOTAL {counter.records} {counter.messages} {counter.acks}")
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    counter = _Counter()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     with socket.create_server(("127.0.0.1", args.port)) as server:
         _say(f"PORT {server.getsockname()[1]}")
         while True:
