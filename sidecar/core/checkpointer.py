@@ -1,7 +1,8 @@
 """When the state file is written: soon after progress, so that even a process that lives half a second
 saves what it delivered, and never on the event loop, so that an fsync never stalls reading.
 
-Progress (a ledger moving) is saved at once when the reader has caught up, and otherwise within
+Progress (a ledger moving) is saved at once when the reader has caught up (at most every :data:`MIN_GAP`,
+or less often when writing the state takes long), and otherwise within
 :data:`PROGRESS_BOUND` of being committed; a SIGKILL then repeats at most that much of the lines, whatever
 ``--checkpoint-interval`` says. Every ``--checkpoint-interval`` the state is rewritten if files came or went
 since the last write, and every :data:`REFRESH` even if none did (so ``seen`` times and the checkpoint-age
@@ -27,9 +28,12 @@ PROGRESS_BOUND = 0.25
 """Committed progress is on disk at most this long after the commit (plus one write)."""
 CAUGHT_UP_DELAY = 0.01
 """After the reader catches up, wait this long for the sink's last commits before writing."""
-MIN_GAP = PROGRESS_BOUND
+MIN_GAP = 0.05
 """At most this often after catching up: a trickle of lines catches up on every write, and a state file
-per line would cost more than the lines."""
+per line would cost more than the lines. A crash-looping sidecar repeats about half a gap of lines per kill."""
+GAP_PER_WRITE = 20
+"""...and a gap of at least this many times what the last write took (up to :data:`PROGRESS_BOUND`), so that
+writing the state of thousands of files, or to a slow disk, takes a twentieth of the time at most."""
 REFRESH = 30.0
 """Rewrite an unchanged state file this often (well inside the checkpoint-stale alert's 120 s)."""
 
@@ -49,6 +53,7 @@ class Checkpointer:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._saved_at = 0.0
         self._last_write = 0.0
+        self._write_took = 0.0
         self._saved_changes = -1
         self._failing = False
 
@@ -81,7 +86,8 @@ class Checkpointer:
                 return
             if self._kick.is_set():
                 self._kick.clear()
-                await asyncio.sleep(max(CAUGHT_UP_DELAY, self._last_write + MIN_GAP - time.monotonic()))
+                gap = min(PROGRESS_BOUND, max(MIN_GAP, GAP_PER_WRITE * self._write_took))
+                await asyncio.sleep(max(CAUGHT_UP_DELAY, self._last_write + gap - time.monotonic()))
             now = time.monotonic()
             full = now >= next_full
             if full:
@@ -108,6 +114,7 @@ class Checkpointer:
 
     def _save(self, entries: list[Entry | str]) -> None:
         """Runs in the writer thread; only it touches the state file."""
+        began = time.monotonic()
         try:
             self._store.save(entries)
         except CheckpointError as exc:
@@ -120,4 +127,5 @@ class Checkpointer:
             log.info("checkpoint_recovered", path=str(self._store.path))
         self._failing = False
         self._saved_at = time.time()
+        self._write_took = time.monotonic() - began
         self._observer.checkpoint_written(True)
