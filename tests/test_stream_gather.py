@@ -1,5 +1,5 @@
 """Stream mode's sink on a real pipe: small batches gathered into one write at ``flush``, and a full pipe
-waited on by the blocking writer's thread, never by the event loop.
+waited for without holding up the event loop.
 
 Batches are built from a real file (so the raw path may ``sendfile`` them) and record their commits; the
 pipe is read back byte for byte.

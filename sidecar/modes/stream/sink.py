@@ -1,8 +1,7 @@
 """Stream mode's sink: the lines, byte for byte, on the sidecar's own stdout.
 
 When stdout is a pipe or a terminal we write through a non-blocking descriptor of our own (reopened
-from ``/proc/self/fd/1``, so the flag never leaks to processes sharing the pipe), and once the pipe is full
-through a blocking one, from a thread (:mod:`sidecar.modes.stream.blocking`): a slow reader then parks
+from ``/proc/self/fd/1``, so the flag never leaks to processes sharing the pipe): a slow reader then parks
 only this coroutine, never the event loop, and metrics and probes keep answering while the pipe is full. Raw
 batches are copied file-to-pipe in the kernel with ``os.sendfile``; small ones (a line or a few, the usual
 case when following) are gathered and written with one call when the reader pauses. The lines are
@@ -24,7 +23,6 @@ import stringzilla
 
 from sidecar.core.sink import Batch
 from sidecar.errors import SidecarError
-from sidecar.modes.stream.blocking import BlockingWriter
 
 Format = Literal["raw", "json"]
 
@@ -55,7 +53,6 @@ class StreamSink:
         self._counter = counter
         self._fmt = fmt
         self._fd, self._owned = _nonblocking_twin(fd)
-        self._blocking = BlockingWriter(_blocking_twin(fd)) if self._owned else None
         self._sendfile = fmt == "raw"
         self._gathered = bytearray()
         self._gathered_batches: list[tuple[int, Batch]] = []
@@ -99,8 +96,6 @@ class StreamSink:
         if self._owned:
             os.close(self._fd)
             self._owned = False
-        if self._blocking is not None:
-            self._blocking.close()
 
     async def _copy(self, batch: Batch) -> None:
         """Copy the batch's file range to stdout in the kernel; fall back to writing it from memory."""
@@ -109,8 +104,6 @@ class StreamSink:
             try:
                 sent = os.sendfile(self._fd, batch.fd, batch.offset + done, total - done)
             except BlockingIOError:
-                if self._blocking is not None:
-                    break
                 await self._writable()
                 if not _file_still_holds(batch):
                     break
@@ -131,20 +124,12 @@ class StreamSink:
             data = data[await self._write_some(data) :]
 
     async def _write_some(self, data: memoryview) -> int:
-        """Write what the pipe takes now; when it is full, all of it from the blocking writer, or what it
-        takes once it can take something."""
+        """Write what the pipe takes now, waiting until it takes something."""
         while True:
             try:
                 return os.write(self._fd, data)
             except BlockingIOError:
-                if self._blocking is None:
-                    await self._writable()
-                    continue
-                try:
-                    await self._blocking.write(data)
-                except OSError as exc:
-                    raise self._closed(exc) from exc
-                return len(data)
+                await self._writable()
             except OSError as exc:
                 raise self._closed(exc) from exc
 
@@ -171,11 +156,6 @@ def _file_still_holds(batch: Batch) -> bool:
         return os.pread(batch.fd, len(mark), batch.offset + len(batch.data) - len(mark)) == mark
     except OSError:
         return False
-
-
-def _blocking_twin(fd: int) -> int:
-    """A blocking descriptor of our own for the pipe or terminal on ``fd``, for the blocking writer."""
-    return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)
 
 
 def _nonblocking_twin(fd: int) -> tuple[int, bool]:
