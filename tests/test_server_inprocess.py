@@ -264,3 +264,29 @@ def test_a_line_written_a_few_bytes_at_a_time_is_not_taken_for_a_rewrite(tmp_pat
     app.touch()
     sink = _run_server(tmp_path, app, body)
     assert bytes(sink.out) == b"".join(pieces)
+
+
+def test_a_generation_seen_under_two_names_is_read_once(tmp_path: Path) -> None:
+    """A file renamed while the directory is looked at can be seen under two names; a hard link is the
+    same case held still. The generation search opens it once, so its lines come out once."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.write_bytes(b"current 1\n")
+    generation = logs / "app.log.1"
+
+    def rotate_unseen(sink: FreezingSink, server: FileServer) -> object:
+        async def body() -> None:
+            await _until(lambda: bytes(sink.out) == b"current 1\n")
+            generation.write_bytes(b"".join(b"old %d\n" % i for i in range(20)))
+            os.link(generation, logs / "app.log.2")
+            server._rotation.find_generations(str(app), str(app), time.time() - 5, str(app))
+            await _until(lambda: b"old 19\n" in bytes(sink.out))
+            await asyncio.sleep(0.3)
+
+        return body()
+
+    sink = _run_server(tmp_path, app, rotate_unseen)
+    out = bytes(sink.out)
+    for i in range(20):
+        assert out.count(b"old %d\n" % i) == 1, out

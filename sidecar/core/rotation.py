@@ -266,12 +266,18 @@ class Rotation:
 
     def _open_unknown(self, files: Iterable[tuple[str, os.stat_result]], since: float, pattern: str,
                       only: set[str] | None = None) -> list[_Candidate]:
-        """Open those of ``files`` (path, stat) that no entry of ours knows and that changed since ``since``."""
+        """Open those of ``files`` (path, stat) that no entry of ours knows and that changed since ``since``.
+
+        A file renamed while we look can be seen under two names (``app.log.1``, then ``app.log.2``): it is
+        opened once."""
         found = []
+        seen: set[FileKey] = set()
         for path, st in files:
             key = FileKey.of(st)
-            if self._registry.knows(key) or st.st_mtime < since or (only is not None and path not in only):
+            if (key in seen or self._registry.knows(key) or st.st_mtime < since
+                    or (only is not None and path not in only)):
                 continue
+            seen.add(key)
             opened = self._discovery.open_verified(path, pattern, key)
             if opened is not None:
                 found.append(_Candidate(path, key, opened[0], opened[1]))
