@@ -43,6 +43,7 @@ VERSION = 1
 _TMP_SUFFIX = ".tmp"
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 _READ_BACK_BYTES = 65536
+_SPARES = 2
 
 
 @dataclass(slots=True)
@@ -187,7 +188,9 @@ class CheckpointStore:
         self.lock_path = directory / LOCK_FILE
         self._dir_fd: int | None = None
         self._lock_fd: int | None = None
-        self._spare: int | None = None
+        self._spares: list[int] = []
+        """Descriptors held in reserve: closed to make room for the state file when the process is out of
+        them. Two, because the event loop (an ``accept``, a file it opens) can take a freed slot first."""
         self._saving = threading.Lock()
 
     def prepare(self) -> None:
@@ -206,7 +209,7 @@ class CheckpointStore:
             os.close(dir_fd)
             raise
         self._dir_fd, self._lock_fd = dir_fd, lock_fd
-        self._take_spare(dir_fd)
+        self._top_up_spares(dir_fd)
         with contextlib.suppress(OSError):
             for name in os.listdir(dir_fd):
                 if name.startswith(f".{STATE_FILE}.") and name.endswith(_TMP_SUFFIX):
@@ -251,10 +254,11 @@ class CheckpointStore:
     def close(self) -> None:
         """Let go of the directory and its lock (the end of the process does the same)."""
         with self._saving:
-            for fd in (self._spare, self._dir_fd, self._lock_fd):
+            for fd in (*self._spares, self._dir_fd, self._lock_fd):
                 if fd is not None:
                     os.close(fd)
-            self._spare = self._dir_fd = self._lock_fd = None
+            self._spares = []
+            self._dir_fd = self._lock_fd = None
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -339,7 +343,7 @@ class CheckpointStore:
 
     def _write_tmp(self, name: str, data: bytes, dir_fd: int) -> None:
         """Write ``data`` to a new file ``name``, all of it, synced and read back; OSError when it cannot."""
-        fd = self._open_new(name, dir_fd)
+        fd, was_spare = self._open_new(name, dir_fd)
         try:
             view = memoryview(data)
             while view:
@@ -351,27 +355,37 @@ class CheckpointStore:
             if not _reads_back(fd, data):
                 raise OSError(errno.EIO, "the written file reads back different")
         finally:
-            os.close(fd)
-            if self._spare is None and self._dir_fd is not None:
-                self._take_spare(self._dir_fd)
+            if was_spare and self._dir_fd is not None:
+                os.dup2(self._dir_fd, fd, inheritable=False)  # closes the file, keeping its slot as a spare
+                self._spares.append(fd)
+            else:
+                os.close(fd)
+            if self._dir_fd is not None:
+                self._top_up_spares(self._dir_fd)
 
-    def _open_new(self, name: str, dir_fd: int) -> int:
-        """Open ``name`` for writing; out of descriptors, give up the spare one for it."""
+    def _open_new(self, name: str, dir_fd: int) -> tuple[int, bool]:
+        """Open ``name`` for writing; out of descriptors, give up spares for it. True when a spare's slot
+        was used (the caller keeps that slot as a spare again)."""
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        try:
-            return os.open(name, flags, 0o644, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno not in _OUT_OF_DESCRIPTORS or self._spare is None:
-                raise
-        os.close(self._spare)
-        self._spare = None
-        return os.open(name, flags, 0o644, dir_fd=dir_fd)
+        while True:
+            try:
+                return os.open(name, flags, 0o644, dir_fd=dir_fd), False
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_DESCRIPTORS or not self._spares:
+                    raise
+            os.close(self._spares.pop())
+            try:
+                return os.open(name, flags, 0o644, dir_fd=dir_fd), True
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_DESCRIPTORS or not self._spares:
+                    raise
 
-    def _take_spare(self, dir_fd: int) -> None:
-        try:
-            self._spare = os.dup(dir_fd)
-        except OSError:
-            self._spare = None
+    def _top_up_spares(self, dir_fd: int) -> None:
+        while len(self._spares) < _SPARES:
+            try:
+                self._spares.append(os.dup(dir_fd))
+            except OSError:
+                return
 
 
 def _reads_back(fd: int, data: bytes) -> bool:
