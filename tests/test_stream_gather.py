@@ -21,20 +21,11 @@ import pytest
 
 from sidecar.core.sink import Batch, FileRef, Source
 from sidecar.modes.stream.sink import GATHER_BYTES, StdoutClosed, StreamSink
+from tests.deliveries import CountingDeliveries
 
 F_GETPIPE_SZ = 1032
 BIG = 3 * 1024 * 1024
 """Three times the pipe the sink asks for (1 MiB)."""
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.lines = 0
-        self.nbytes = 0
-
-    def delivered(self, pattern: str, lines: int, nbytes: int) -> None:
-        self.lines += lines
-        self.nbytes += nbytes
 
 
 class _LogFile:
@@ -124,7 +115,7 @@ def test_small_batches_are_gathered_and_committed_in_order_only_at_flush(
     log = _LogFile(tmp_path / "app.log", b"".join(lines))
     cuts = _cuts(lines, 3)
     assert 0 < len(log.data) < GATHER_BYTES
-    counter = _Counter()
+    counter = CountingDeliveries()
 
     async def scenario() -> None:
         sink = StreamSink(counter, "raw", fd=write_end)
@@ -157,7 +148,7 @@ def test_gathered_batches_are_written_before_one_that_fills_the_gathering_or_is_
     under = next(n for n, (_, end) in enumerate(small) if end >= GATHER_BYTES)
 
     async def scenario() -> None:
-        sink = StreamSink(_Counter(), "raw", fd=write_end)
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
         for number, (start, end) in enumerate(small[:under]):
             await sink.emit(log.batch(number, start, end))
         assert log.committed == []
@@ -246,7 +237,7 @@ def test_batch_larger_than_a_stalled_pipe_waits_off_the_event_loop_and_is_commit
                 await asyncio.sleep(0.01)
 
         ticker = asyncio.create_task(tick())
-        sink = StreamSink(_Counter(), "raw", fd=write_end)
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
         capacity = fcntl.fcntl(read_end, F_GETPIPE_SZ)
         assert capacity < len(log.data)
         emitting = asyncio.create_task(sink.emit(log.batch(0, 0, len(log.data), on_commit)))
@@ -286,7 +277,7 @@ def test_reader_closing_the_pipe_while_a_write_is_blocked_raises_stdout_closed(
     log = _LogFile(tmp_path / "app.log", b"".join(_lines(BIG // 64, 64)))
 
     async def scenario() -> None:
-        sink = StreamSink(_Counter(), "raw", fd=write_end)
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
         capacity = fcntl.fcntl(read_end, F_GETPIPE_SZ)
         emitting = asyncio.create_task(sink.emit(log.batch(0, 0, len(log.data))))
         await _until(lambda: _queued(read_end) >= capacity, "the pipe to fill")

@@ -22,22 +22,13 @@ from hypothesis import strategies as st
 
 from sidecar.core.sink import Batch, Source
 from sidecar.modes.stream.sink import PIPE_SIZE, StreamSink
+from tests.deliveries import CountingDeliveries
 
 F_GETPIPE_SZ = 1032
 
 PATH = "/var/log/app/app.log"
 _PIECES = [b"a", b"z ", b"\n", b"\r", b"\r\n", b'"', b"\\", b"\\n", b"\t", b"\x00", b"\x1b", b"\x7f", b"/", b"}",
            "é".encode(), "€".encode(), "🚀".encode(), "\u2028".encode(), b"\xff", b"\xc3", b"\xe2\x82", b"\x80"]
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.lines = 0
-        self.nbytes = 0
-
-    def delivered(self, pattern: str, lines: int, nbytes: int) -> None:
-        self.lines += lines
-        self.nbytes += nbytes
 
 
 def _batch(data: bytes, fd: int = -1, offset: int = -1, on_commit: Callable[[], None] = lambda: None) -> Batch:
@@ -47,7 +38,7 @@ def _batch(data: bytes, fd: int = -1, offset: int = -1, on_commit: Callable[[], 
 def _emit_json(data: bytes) -> bytes:
     read_end, write_end = os.pipe()
     try:
-        counter = _Counter()
+        counter = CountingDeliveries()
 
         async def emit() -> None:
             sink = StreamSink(counter, "json", fd=write_end)
@@ -111,7 +102,7 @@ def test_raw_batch_is_committed_only_after_the_pipe_took_its_last_byte(tmp_path:
 
     async def scenario() -> None:
         file_fd = os.open(log, os.O_RDONLY)
-        sink = StreamSink(_Counter(), "raw", fd=write_end)
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
         try:
             emitting = asyncio.create_task(sink.emit(_batch(data, file_fd, 0, committed.set)))
             capacity = fcntl.fcntl(read_end, F_GETPIPE_SZ)
