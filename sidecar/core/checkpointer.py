@@ -2,12 +2,12 @@
 saves what it delivered, and never on the event loop, so that an fsync never stalls reading.
 
 Progress (a ledger moving) is saved at once when the reader has caught up (at most every :data:`MIN_GAP`,
-or less often when writing the state takes long), and otherwise within
-:data:`PROGRESS_BOUND` of being committed; a SIGKILL then repeats at most that much of the lines, whatever
-``--checkpoint-interval`` says. Every ``--checkpoint-interval`` the state is rewritten if files came or went
-since the last write, and every :data:`REFRESH` even if none did (so ``seen`` times and the checkpoint-age
-metric stay fresh). Writes happen one at a time, in a thread of
-their own; the final write at shutdown waits for any write still under way.
+or less often when writing the state takes long), and otherwise within :data:`PROGRESS_BOUND` of being
+committed; a SIGKILL then repeats at most that much of the lines, whatever ``--checkpoint-interval`` says.
+Every ``--checkpoint-interval`` the state is rewritten if files came or went since the last write, and
+every :data:`REFRESH` even if none did (so ``seen`` times and the checkpoint-age metric stay fresh). Writes
+happen one at a time, in a thread of their own; the final write at shutdown waits for any write still
+under way.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class _Instance:
         pos = 0
         while pos + _HEADER.size <= len(data):
             wd, mask, cookie, length = _HEADER.unpack_from(data, pos)
-            raw = data[pos + _HEADER.size : pos + _HEADER.size + length]
+            name = data[pos + _HEADER.size : pos + _HEADER.size + length].rstrip(b"\0")
             pos += _HEADER.size + length
             if mask & IN_Q_OVERFLOW:
                 into.everything = True
@@ -124,7 +124,6 @@ class _Instance:
             directory = self._dirs.get(wd)
             if directory is None:
                 continue
-            name = raw.rstrip(b"\0")
             path = os.path.join(directory, os.fsdecode(name)) if name else directory
             into.paths.add(path)
             if mask & _NAMES_MASK:
