@@ -367,18 +367,15 @@ class CheckpointStore:
         """Open ``name`` for writing; out of descriptors, give up spares for it. True when a spare's slot
         was used (the caller keeps that slot as a spare again)."""
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        used_spare = False
         while True:
             try:
-                return os.open(name, flags, 0o644, dir_fd=dir_fd), False
+                return os.open(name, flags, 0o644, dir_fd=dir_fd), used_spare
             except OSError as exc:
                 if exc.errno not in _OUT_OF_DESCRIPTORS or not self._spares:
                     raise
             os.close(self._spares.pop())
-            try:
-                return os.open(name, flags, 0o644, dir_fd=dir_fd), True
-            except OSError as exc:
-                if exc.errno not in _OUT_OF_DESCRIPTORS or not self._spares:
-                    raise
+            used_spare = True
 
     def _top_up_spares(self, dir_fd: int) -> None:
         while len(self._spares) < _SPARES:

@@ -146,9 +146,7 @@ class Registry:
         """Open files beside ``path`` whose names it extends (``app.log`` for ``app.log.1``; with ``strict``
         false, its own name too), longest name first, one list per name: found by looking up each prefix,
         not by looking at every file, so that opening thousands of files costs no more than one each."""
-        directory, name = os.path.split(path)
-        for length in range(len(name) - 1 if strict else len(name), 0, -1):
-            real = os.path.join(directory, name[:length])
+        for real in _names_extended_by(path, strict):
             named = [t for t in self._by_name.get(real, ()) if t.real == real]
             if named:
                 yield named
@@ -159,10 +157,9 @@ class Registry:
             self._known_paths = {}
             for entry in self._known.values():
                 self._known_paths.setdefault(entry.path, []).append(entry)
-        directory, name = os.path.split(path)
         found: list[Entry] = []
-        for length in range(len(name) - 1, 0, -1):
-            found += self._known_paths.get(os.path.join(directory, name[:length]), ())
+        for name in _names_extended_by(path, strict=True):
+            found += self._known_paths.get(name, ())
         return found
 
     def release(self, tail: Tail, skip_to: int = 0) -> None:
@@ -215,3 +212,11 @@ class Registry:
         for tail in self._tails:
             os.close(tail.fd)
             tail.fd = -1
+
+
+def _names_extended_by(path: str, strict: bool) -> Iterator[str]:
+    """The paths beside ``path`` whose names ``path``'s name extends (with ``strict`` false, ``path`` too),
+    longest first: ``/d/app.log.1`` gives ``/d/app.log.``, ``/d/app.log``, ... ``/d/a``."""
+    directory, name = os.path.split(path)
+    for length in range(len(name) - 1 if strict else len(name), 0, -1):
+        yield os.path.join(directory, name[:length])
