@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -121,6 +122,7 @@ async def _main(mode: Mode) -> int:
                 "choose another --metrics-port / SIDECAR_METRICS_PORT, or 0 to disable"
             ) from exc
     server.start()
+    gc.freeze()  # what start-up made lives as long as we do: full collections need not walk it again
     log.info("started", mode=mode.name, paths=",".join(config.paths), files=server.open_files,
              metrics=f"http://{runtime.metrics_address}:{runtime.metrics_port}/metrics" if endpoint else "off")
     try:

@@ -48,7 +48,7 @@ def frame(buf: bytearray, view: memoryview, total: int, max_line: int, begin: in
     a ``\\n`` of their own, so that memory stays bounded whatever the application writes.
     """
     pieces: list[Piece] = []
-    while True:
+    while total - begin > max_line:  # shorter, no line in it can be too long
         newline = buf.find(b"\n", begin, total)
         content_end = newline if newline >= 0 else total
         if content_end - begin <= max_line:

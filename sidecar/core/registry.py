@@ -115,6 +115,10 @@ class Registry:
             self._layout = dirs, by_dir
         return self._layout
 
+    @property
+    def has_rotated(self) -> bool:
+        return bool(self._rotated)
+
     def rotated(self) -> list[Tail]:
         """The open files whose names moved on (a snapshot)."""
         return list(self._rotated)

@@ -198,13 +198,13 @@ class FileServer:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    async def _read_once(self, tail: Tail) -> bool:
-        """Read one chunk from ``tail`` and emit its complete lines; False when there was nothing new.
+    def _take(self, tail: Tail, looked: float) -> Chunk | bool:
+        """Read one chunk from ``tail`` (at wall time ``looked``): the chunk to emit, True when something
+        else happened (a truncation, or a copy found that changed the reading order), False when nothing did.
 
         A file of which we know no byte yet cannot show a truncation by its size or head: before reading it,
         look for copies made since our last look (copytruncate while we were stopped).
         """
-        looked = time.time()
         if tail.pos == 0 and tail.rotated is None:
             order = self._registry.version
             self._rotation.check_copies(tail)
@@ -219,10 +219,7 @@ class FileServer:
             self._rotation.truncated(tail, result.head)
             return True
         tail.looked_at = looked
-        if result is None:
-            return False
-        await self._emit(tail, result)
-        return True
+        return False if result is None else result
 
     async def _emit(self, tail: Tail, chunk: Chunk, split: bool = True) -> None:
         """Hand the chunk's pieces to the sink; the tail's descriptor stays open until the sink returns.
@@ -267,6 +264,7 @@ class FileServer:
         busy = False
         held: set[str] = set()
         order = self._registry.version
+        looked = time.time()
         for tail in tails:
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 break
@@ -275,8 +273,13 @@ class FileServer:
             if tail.family in held:
                 tail.at_eof = False
                 continue
-            if not (polled and tail.rotated is None and tail.unchanged()) and await self._read_once(tail):
-                busy = True
+            if not (polled and tail.rotated is None and tail.unchanged()):
+                taken = self._take(tail, looked)
+                if isinstance(taken, Chunk):
+                    await self._emit(tail, taken)
+                    busy = True
+                elif taken:
+                    busy = True
             if self._registry.version != order:
                 return True
             if tail.rotated is not None and not tail.at_eof:
@@ -298,7 +301,8 @@ class FileServer:
             wanted = list(self._registry) if changes.everything else self._registry.to_read(changes.paths, hot)
             await self._read_round(wanted, polled=changes.everything)
             hot = {t for t in wanted if not t.at_eof and t.fd >= 0}
-            await self._close_finished()
+            if self._registry.has_rotated:
+                await self._close_finished()
             if hot:
                 changes = Changes()
                 await asyncio.sleep(0)
@@ -343,7 +347,12 @@ class FileServer:
         """Close rotated-away files that were read to the end and stayed quiet for ``--rotate-wait``."""
         now = time.monotonic()
         for tail in [t for t in self._registry.rotated() if t.at_eof and t.fd >= 0]:
-            if now - tail.last_growth < self._config.rotate_wait or await self._read_once(tail):
+            if now - tail.last_growth < self._config.rotate_wait:
+                continue
+            taken = self._take(tail, time.time())
+            if isinstance(taken, Chunk):
+                await self._emit(tail, taken)
+            if taken:
                 continue
             unfinished = tail.unfinished()
             if unfinished is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry, EntryText
 from sidecar.core.events import RotationKind
-from sidecar.core.identity import MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
+from sidecar.core.identity import FP_BYTES, MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
 from sidecar.core.ledger import Ledger
 from sidecar.core.lines import Piece, frame
 from sidecar.core.sink import Batch, FileRef, Source
@@ -144,35 +144,38 @@ class Tail:
         """
         before = self.before
         marked = len(before)
-        if marked < MARK_BYTES or not self.fp.complete:
+        if marked < MARK_BYTES or self.fp.length < FP_BYTES:
             head = read_head(self.fd)
             if not self.fp.matches(head):
                 return Truncated(head)
             if not self.fp.complete and len(head) > self.fp.length:
                 self.fp = Fingerprint.of(head)
-        carried = len(self.pending)
-        buf, view = buffer.buf, buffer.view
-        start = LEAD + carried
-        buf[LEAD:start] = self.pending
-        got = os.preadv(self.fd, [view[start - marked : start + buffer.read_size]], self.pos - marked) - marked
-        if got < 0 or (marked and view[start - marked : start] != before):
+        pending = self.pending
+        buf, view, size = buffer.buf, buffer.view, buffer.read_size
+        start = LEAD + len(pending)
+        if pending:
+            buf[LEAD:start] = pending
+        pos = self.pos
+        got = os.preadv(self.fd, [view[start - marked : start + size]], pos - marked) - marked
+        if got < 0 or (marked and buf[start - marked : start] != before):
             return Truncated(read_head(self.fd))
         if got == 0:
-            if not marked and self.pos and os.fstat(self.fd).st_size < self.pos:
+            if not marked and pos and os.fstat(self.fd).st_size < pos:
                 return Truncated(read_head(self.fd))
-            self.size = max(self.size, self.pos)
+            if pos > self.size:
+                self.size = pos
             self.at_eof = True
             return None
         end = start + got
-        base = self.pos - start
-        self.pos += got
-        self.size = max(self.size, self.pos)
-        self.at_eof = got < buffer.read_size
+        self.pos = pos + got
+        if self.pos > self.size:
+            self.size = self.pos
+        self.at_eof = got < size
         self.last_growth = time.monotonic()
-        self.before = bytes(buf[max(start - marked, end - MARK_BYTES) : end])
+        self.before = bytes(view[max(start - marked, end - MARK_BYTES) : end])
         pieces, rest = frame(buf, view, end, buffer.max_line, LEAD)
-        self.pending = bytes(buf[rest:end])
-        return Chunk(pieces, base)
+        self.pending = bytes(view[rest:end]) if rest < end else b""
+        return Chunk(pieces, pos - start)
 
     def resumed(self, seen: float) -> None:
         """This tail continues a file saved at ``seen``: copies made since then may hold its bytes."""

@@ -51,6 +51,8 @@ _HEADER = struct.Struct("iIII")
 _READ_BYTES = 65536
 _LARGEST_EVENT = _HEADER.size + 256
 """An event's header and the longest name (255 bytes and its NUL)."""
+_TIMER_SLACK = 0.001
+"""A timeout this close to its deadline counts as due (the loop runs timers up to its clock resolution early)."""
 
 
 class InotifyUnavailable(SidecarError):
@@ -72,6 +74,7 @@ class _Instance:
         self.fd: int = fd
         self._wds: dict[str, int] = {}
         self._dirs: dict[int, str] = {}
+        self._last: tuple[int, bytes, str] = (-1, b"", "")
 
     def watch(self, dirs: set[str]) -> dict[str, int]:
         """Watch exactly ``dirs``; returns those that could not be watched, with the errno why."""
@@ -107,15 +110,22 @@ class _Instance:
                 return got
 
     def _parse(self, data: bytes, into: Changes, names: list[NameEvent] | None) -> None:
-        pos = 0
-        while pos + _HEADER.size <= len(data):
-            wd, mask, cookie, length = _HEADER.unpack_from(data, pos)
-            name = data[pos + _HEADER.size : pos + _HEADER.size + length].rstrip(b"\0")
-            pos += _HEADER.size + length
+        """A file written line by line sends the same (watch, name) pair over and over: its path is kept
+        from the event before, not joined and decoded again."""
+        pos, end, header, unpack = 0, len(data), _HEADER.size, _HEADER.unpack_from
+        while pos + header <= end:
+            wd, mask, cookie, length = unpack(data, pos)
+            raw = data[pos + header : pos + header + length]
+            pos += header + length
+            last_wd, last_raw, last_path = self._last
+            if wd == last_wd and raw == last_raw and not mask & (IN_Q_OVERFLOW | IN_IGNORED | _NAMES_MASK):
+                into.paths.add(last_path)
+                continue
             if mask & IN_Q_OVERFLOW:
                 into.everything = True
                 continue
             if mask & IN_IGNORED:
+                self._last = (-1, b"", "")
                 gone = self._dirs.pop(wd, None)
                 if gone is not None and self._wds.get(gone) == wd:
                     del self._wds[gone]
@@ -124,7 +134,9 @@ class _Instance:
             directory = self._dirs.get(wd)
             if directory is None:
                 continue
+            name = raw.rstrip(b"\0")
             path = os.path.join(directory, os.fsdecode(name)) if name else directory
+            self._last = (wd, raw, path)
             into.paths.add(path)
             if mask & _NAMES_MASK:
                 into.structure = True
@@ -154,6 +166,8 @@ class InotifyWatcher:
         self._pending = Changes()
         self._has_events = False
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._until = 0.0
         self._on_names: NamesCallback | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unwatched: set[str] = set()
@@ -194,29 +208,38 @@ class InotifyWatcher:
     def _data_ready(self) -> None:
         """Writes, while the reader waits. A reader busy reading needs no news of them: the descriptor is
         left alone until it waits again, and meanwhile the kernel merges the writes into few events."""
-        self._drain()
-        if self._waiter is None and self._loop is not None:
-            self._loop.remove_reader(self._data.fd)
-            self._data_watched = False
-        self._resolve()
+        if self._data.read(self._pending):
+            self._has_events = True
+        waiter = self._waiter
+        if waiter is None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._data.fd)
+                self._data_watched = False
+        elif not waiter.done():
+            waiter.set_result(None)
 
     async def wait(self, timeout: float) -> Changes:
         """Wait for an event, then hand over what was queued; ``everything`` after ``timeout`` without one.
 
         The data descriptor stays with the loop from one wait to the next while writes come one at a time
-        (a trickle costs no registration per line), and is read at once when the loop reports it."""
-        loop = asyncio.get_running_loop()
+        (a trickle costs no registration per line), and is read at once when the loop reports it. The
+        timeout's timer is not set and cancelled per wait either: one that would fire too early is moved on
+        when it fires (:meth:`_timer_fired`), so a wake-up per line costs no timer of its own."""
+        loop = self._loop = asyncio.get_running_loop()
         if not self._data_watched:
             self._drain()
             loop.add_reader(self._data.fd, self._data_ready)
             self._data_watched = True
         if not self._has_events:
+            self._until = until = loop.time() + max(timeout, 0.0)
+            if self._timer is None or self._timer.when() > until:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(until, self._timer_fired)
             waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(max(timeout, 0.0), self._resolve)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
             if not self._has_events:
                 return Changes(everything=True)
@@ -224,12 +247,25 @@ class InotifyWatcher:
         self._has_events = False
         return changes
 
+    def _timer_fired(self) -> None:
+        """The timeout of the wait that set the timer, which may be an earlier one: a wait still pending and
+        not yet due gets the timer again for its own deadline."""
+        self._timer = None
+        if self._waiter is None or self._loop is None:
+            return
+        if self._loop.time() < self._until - _TIMER_SLACK:
+            self._timer = self._loop.call_at(self._until, self._timer_fired)
+        else:
+            self._resolve()
+
     def wake(self) -> None:
         self._pending.everything = True
         self._has_events = True
         self._resolve()
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._loop is not None:
             self._loop.remove_reader(self._names.fd)
             if self._data_watched:

@@ -1,0 +1,137 @@
+"""The inotify watcher's wait: each wait times out at its own deadline although the timer is kept from one
+wait to the next, and the path kept from the event before never names a file of another directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from sidecar.core.watch.inotify import InotifyWatcher
+
+
+async def _timed_wait(watcher: InotifyWatcher, timeout: float) -> tuple[float, bool]:
+    began = time.monotonic()
+    changes = await watcher.wait(timeout)
+    return time.monotonic() - began, changes.everything
+
+
+def _append(path: Path, data: bytes = b"line\n") -> None:
+    with path.open("ab") as out:
+        out.write(data)
+
+
+def test_a_wait_times_out_at_its_own_deadline_after_a_longer_wait_was_woken_early(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.touch()
+
+    async def scenario() -> None:
+        watcher = InotifyWatcher()
+        watcher.watch({str(tmp_path)})
+        watcher.start(lambda names: None)
+        try:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, _append, log)
+            took, everything = await _timed_wait(watcher, 30.0)
+            assert took < 5.0 and not everything
+
+            took, everything = await _timed_wait(watcher, 0.2)
+            assert everything
+            assert 0.15 <= took < 2.0
+        finally:
+            watcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_wait_woken_by_writes_again_and_again_still_times_out_when_they_stop(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.touch()
+
+    async def scenario() -> None:
+        watcher = InotifyWatcher()
+        watcher.watch({str(tmp_path)})
+        watcher.start(lambda names: None)
+        try:
+            loop = asyncio.get_running_loop()
+            for _ in range(50):
+                loop.call_later(0.002, _append, log)
+                took, everything = await _timed_wait(watcher, 0.3)
+                assert not everything and took < 0.3
+            took, everything = await _timed_wait(watcher, 0.3)
+            assert everything
+            assert 0.25 <= took < 2.0
+        finally:
+            watcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_shorter_wait_than_the_one_before_is_not_held_to_the_longer_deadline(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        watcher = InotifyWatcher()
+        watcher.watch({str(tmp_path)})
+        watcher.start(lambda names: None)
+        try:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, _append, tmp_path / "app.log")
+            await _timed_wait(watcher, 60.0)
+            took, everything = await _timed_wait(watcher, 0.1)
+            assert everything and took < 2.0
+        finally:
+            watcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_same_file_name_in_two_directories_is_reported_by_its_own_path(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory in (first, second):
+        directory.mkdir()
+        (directory / "app.log").touch()
+
+    async def scenario() -> None:
+        watcher = InotifyWatcher()
+        watcher.watch({str(first), str(second)})
+        watcher.start(lambda names: None)
+        try:
+            seen: set[str] = set()
+            for directory in (first, second, first, second, second, first):
+                _append(directory / "app.log")
+                await asyncio.sleep(0.01)
+                seen |= (await watcher.wait(5.0)).paths
+            assert seen == {str(first / "app.log"), str(second / "app.log")}
+        finally:
+            watcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_directory_watched_again_reports_its_files_by_their_path(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    async def scenario() -> None:
+        watcher = InotifyWatcher()
+        watcher.watch({str(logs)})
+        watcher.start(lambda names: None)
+        try:
+            _append(logs / "app.log")
+            assert str(logs / "app.log") in (await watcher.wait(5.0)).paths
+            watcher.watch(set())
+            os.rename(logs, tmp_path / "old")
+            logs.mkdir()
+            watcher.watch({str(logs)})
+            _append(logs / "app.log")
+            await asyncio.sleep(0.01)
+            paths: set[str] = set()
+            while str(logs / "app.log") not in paths:
+                changes = await watcher.wait(5.0)
+                assert not changes.everything
+                paths |= changes.paths
+            assert str(tmp_path / "old" / "app.log") not in paths
+        finally:
+            watcher.close()
+
+    asyncio.run(scenario())
