@@ -162,14 +162,12 @@ class Tail:
         if got == 0:
             if not marked and pos and os.fstat(self.fd).st_size < pos:
                 return Truncated(read_head(self.fd))
-            if pos > self.size:
-                self.size = pos
+            self.size = max(self.size, pos)
             self.at_eof = True
             return None
         end = start + got
         self.pos = pos + got
-        if self.pos > self.size:
-            self.size = self.pos
+        self.size = max(self.size, self.pos)
         self.at_eof = got < size
         self.last_growth = time.monotonic()
         self.before = bytes(view[max(start - marked, end - MARK_BYTES) : end])
