@@ -11,9 +11,12 @@ import sys
 import threading
 from dataclasses import asdict, fields
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.core.checkpoint import _BY_TYPE, LOCK_FILE, STATE_FILE, CheckpointStore, Entry, EntryText
 from sidecar.core.identity import FileKey, Fingerprint
@@ -54,6 +57,40 @@ def test_saved_entries_load_back(tmp_path: Path) -> None:
     store.save([_entry(10), _entry(20)])
     assert [e.offset for e in store.load()] == [10, 20]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("count", [0, 1, 255, 256, 257, 1000])
+def test_a_state_file_written_a_group_of_entries_at_a_time_is_one_json_document(tmp_path: Path, count: int) -> None:
+    store = CheckpointStore(tmp_path)
+    store.prepare()
+    entries = _many(count)
+    store.save([*entries[: count // 2], *(json.dumps(asdict(e), separators=(",", ":")) for e in entries[count // 2 :])])
+    doc = json.loads(store.path.read_bytes())
+    assert doc["version"] == 1
+    assert len(doc["files"]) == count
+    assert store.load() == entries
+    store.close()
+
+
+def test_a_state_file_that_reads_back_different_is_not_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CheckpointStore(tmp_path)
+    store.prepare()
+    store.save([_entry(10)])
+    before = store.path.read_bytes()
+    real_pread = os.pread
+
+    def flipped(fd: int, length: int, offset: int) -> bytes:
+        data = real_pread(fd, length, offset)
+        return data[:-1] + b"?" if offset == 0 and data else data
+
+    monkeypatch.setattr(os, "pread", flipped)
+    with pytest.raises(CheckpointError, match="previous one is kept"):
+        store.save(_many(300))
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
+    store.close()
 
 
 def test_missing_state_file_is_no_entries(tmp_path: Path) -> None:
@@ -205,4 +242,35 @@ def test_ledger_moves_only_over_a_contiguous_committed_prefix() -> None:
     assert ledger.committed == 20
     third()
     assert ledger.committed == 30
+    assert ledger.idle
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=600), st.integers(min_value=0, max_value=400), st.randoms())
+def test_ledger_in_any_commit_order_stands_past_the_longest_committed_prefix(
+    batches: int, spread: int, rng: Random
+) -> None:
+    """Batch ``i`` is committed at about ``i + rng.randint(0, spread)``: in order, nearly, or at random."""
+    moves: list[int] = []
+    ledger = Ledger(0, lambda: moves.append(ledger.committed))
+    commits = [ledger.add(10 * (i + 1)) for i in range(batches)]
+    done = [False] * batches
+    for index in sorted(range(batches), key=lambda i: (i + rng.randint(0, spread), i)):
+        was = ledger.committed
+        commits[index]()
+        if rng.random() < 0.1:
+            commits[index]()  # a second commit of the same batch changes nothing
+        done[index] = True
+        prefix = next((i for i, d in enumerate(done) if not d), batches)
+        assert ledger.committed == 10 * prefix
+        if ledger.committed != was:
+            assert moves[-1] == ledger.committed
+    assert ledger.idle
+    assert moves == sorted(set(moves))
+    first, second = ledger.add(10 * batches + 5), ledger.add(10 * batches + 9)
+    first()
+    commits[rng.randrange(batches)]()  # a batch of the settled list, committed again
+    assert ledger.committed == 10 * batches + 5
+    second()
+    assert ledger.committed == 10 * batches + 9
     assert ledger.idle

@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import MISSING, dataclass, fields
 from operator import attrgetter
 from pathlib import Path
@@ -43,6 +44,7 @@ VERSION = 1
 _TMP_SUFFIX = ".tmp"
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 _READ_BACK_BYTES = 65536
+_ENTRIES_PER_PIECE = 256
 _SPARES = 2
 
 
@@ -313,12 +315,8 @@ class CheckpointStore:
         """Replace the state file atomically and durably, or raise CheckpointError and keep the old one.
 
         An entry may come already rendered (:class:`EntryText`)."""
-        head = json.dumps({"version": VERSION, "written_at": time.time()}, separators=(",", ":"))[:-1] + ',"files":['
-        texts = [e if isinstance(e, str) else json.dumps(e.as_json(), separators=(",", ":")) for e in entries] or [""]
-        texts[0] = head + texts[0]
-        texts[-1] += "]}"
-        data = ",".join(texts).encode()
-        del texts
+        texts = [e if isinstance(e, str) else json.dumps(e.as_json(), separators=(",", ":")) for e in entries]
+        data = _pieces(json.dumps({"version": VERSION, "written_at": time.time()}, separators=(",", ":")), texts)
         tmp = f".{STATE_FILE}.{os.getpid()}{_TMP_SUFFIX}"
         with self._saving:
             try:
@@ -341,18 +339,22 @@ class CheckpointStore:
     def _save_failed(self, exc: OSError) -> CheckpointError:
         return CheckpointError(f"cannot write state file {self.path}: {exc.strerror}; the previous one is kept")
 
-    def _write_tmp(self, name: str, data: bytes, dir_fd: int) -> None:
+    def _write_tmp(self, name: str, data: Iterable[bytes], dir_fd: int) -> None:
         """Write ``data`` to a new file ``name``, all of it, synced and read back; OSError when it cannot."""
         fd, was_spare = self._open_new(name, dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                if written == 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                view = view[written:]
+            digest, size = hashlib.blake2b(), 0
+            for piece in data:
+                view = memoryview(piece)
+                while view:
+                    written = os.write(fd, view)
+                    if written == 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    view = view[written:]
+                digest.update(piece)
+                size += len(piece)
             os.fsync(fd)
-            if not _reads_back(fd, data):
+            if not _reads_back(fd, size, digest.digest()):
                 raise OSError(errno.EIO, "the written file reads back different")
         finally:
             if was_spare and self._dir_fd is not None:
@@ -385,11 +387,18 @@ class CheckpointStore:
                 return
 
 
-def _reads_back(fd: int, data: bytes) -> bool:
-    """Whether the file on ``fd`` holds exactly ``data``, compared a piece at a time (no second copy of it)."""
-    view = memoryview(data)
-    for at in range(0, len(data), _READ_BACK_BYTES):
-        piece = view[at : at + _READ_BACK_BYTES]
-        if os.pread(fd, len(piece), at) != piece:
-            return False
-    return os.pread(fd, 1, len(data)) == b""
+def _pieces(head: str, texts: list[str]) -> Iterator[bytes]:
+    """The state file's bytes, :data:`_ENTRIES_PER_PIECE` entries at a time: thousands of files are never
+    held as one string and one bytes object besides their entries (blocks that big stay in the heap)."""
+    yield head[:-1].encode() + b',"files":['
+    for at in range(0, len(texts), _ENTRIES_PER_PIECE):
+        yield ("," if at else "").encode() + ",".join(texts[at : at + _ENTRIES_PER_PIECE]).encode()
+    yield b"]}"
+
+
+def _reads_back(fd: int, size: int, digest: bytes) -> bool:
+    """Whether the file on ``fd`` is ``size`` bytes with this blake2b ``digest``, read a piece at a time."""
+    check = hashlib.blake2b()
+    for at in range(0, size, _READ_BACK_BYTES):
+        check.update(os.pread(fd, min(_READ_BACK_BYTES, size - at), at))
+    return check.digest() == digest and os.pread(fd, 1, size) == b""
