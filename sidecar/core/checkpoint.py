@@ -7,7 +7,7 @@ Offsets in it only ever point just past a line the sink has confirmed: that is t
 
 One sidecar per directory: :meth:`CheckpointStore.prepare` takes an exclusive ``flock`` on a lock file
 there, held for the life of the process, because two writers would each emit every line and overwrite
-each other's positions. The directory stays open from then on and one spare descriptor is kept, so the
+each other's positions. The directory stays open from then on and two spare descriptors are kept, so the
 state can still be saved when the process has run out of descriptors (thousands of followed files).
 
 On load every entry is checked field by field: a bad entry is reported and dropped (its file is then
