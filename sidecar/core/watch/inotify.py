@@ -225,7 +225,9 @@ class InotifyWatcher:
         (a trickle costs no registration per line), and is read at once when the loop reports it. The
         timeout's timer is not set and cancelled per wait either: one that would fire too early is moved on
         when it fires (:meth:`_timer_fired`), so a wake-up per line costs no timer of its own."""
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         if not self._data_watched:
             self._drain()
             loop.add_reader(self._data.fd, self._data_ready)

@@ -80,7 +80,11 @@ class StreamSink:
         self._gathered, self._gathered_batches = bytearray(), []
         written = done = 0
         while written < len(data):
-            written += await self._write_some(data[written:])
+            taken = self._write_now(data[written:] if written else data)
+            if not taken:
+                await self._writable()
+                continue
+            written += taken
             while done < len(batches) and batches[done][0] <= written:
                 self._delivered(batches[done][1])
                 done += 1
@@ -126,12 +130,19 @@ class StreamSink:
     async def _write_some(self, data: memoryview) -> int:
         """Write what the pipe takes now, waiting until it takes something."""
         while True:
-            try:
-                return os.write(self._fd, data)
-            except BlockingIOError:
-                await self._writable()
-            except OSError as exc:
-                raise self._closed(exc) from exc
+            taken = self._write_now(data)
+            if taken:
+                return taken
+            await self._writable()
+
+    def _write_now(self, data: memoryview) -> int:
+        """Write what the pipe takes without waiting: 0 when it is full."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._closed(exc) from exc
 
     async def _writable(self) -> None:
         loop = asyncio.get_running_loop()
