@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry, EntryText
 from sidecar.core.events import RotationKind
-from sidecar.core.identity import FP_BYTES, MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
+from sidecar.core.identity import MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
 from sidecar.core.ledger import Ledger
 from sidecar.core.lines import Piece, frame
 from sidecar.core.sink import Batch, FileRef, Source
@@ -144,7 +144,7 @@ class Tail:
         """
         before = self.before
         marked = len(before)
-        if marked < MARK_BYTES or self.fp.length < FP_BYTES:
+        if marked < MARK_BYTES or not self.fp.complete:
             head = read_head(self.fd)
             if not self.fp.matches(head):
                 return Truncated(head)
