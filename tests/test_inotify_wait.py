@@ -4,8 +4,10 @@ wait to the next, and the path kept from the event before never names a file of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sidecar.core.watch.inotify import InotifyWatcher
@@ -15,6 +17,17 @@ async def _timed_wait(watcher: InotifyWatcher, timeout: float) -> tuple[float, b
     began = time.monotonic()
     changes = await watcher.wait(timeout)
     return time.monotonic() - began, changes.everything
+
+
+@contextlib.asynccontextmanager
+async def _watching(*dirs: Path) -> AsyncIterator[InotifyWatcher]:
+    watcher = InotifyWatcher()
+    watcher.watch({str(d) for d in dirs})
+    watcher.start(lambda names: None)
+    try:
+        yield watcher
+    finally:
+        watcher.close()
 
 
 def _append(path: Path, data: bytes = b"line\n") -> None:
@@ -27,10 +40,7 @@ def test_a_wait_times_out_at_its_own_deadline_after_a_longer_wait_was_woken_earl
     log.touch()
 
     async def scenario() -> None:
-        watcher = InotifyWatcher()
-        watcher.watch({str(tmp_path)})
-        watcher.start(lambda names: None)
-        try:
+        async with _watching(tmp_path) as watcher:
             loop = asyncio.get_running_loop()
             loop.call_later(0.05, _append, log)
             took, everything = await _timed_wait(watcher, 30.0)
@@ -40,8 +50,6 @@ def test_a_wait_times_out_at_its_own_deadline_after_a_longer_wait_was_woken_earl
             took, everything = await _timed_wait(watcher, 0.2)
             assert everything
             assert 0.15 <= took < 2.0
-        finally:
-            watcher.close()
 
     asyncio.run(scenario())
 
@@ -51,10 +59,7 @@ def test_a_wait_woken_by_writes_again_and_again_still_times_out_when_they_stop(t
     log.touch()
 
     async def scenario() -> None:
-        watcher = InotifyWatcher()
-        watcher.watch({str(tmp_path)})
-        watcher.start(lambda names: None)
-        try:
+        async with _watching(tmp_path) as watcher:
             loop = asyncio.get_running_loop()
             began = time.monotonic()
             while time.monotonic() - began < 1.5:  # the first wait's timer fires meanwhile
@@ -64,26 +69,19 @@ def test_a_wait_woken_by_writes_again_and_again_still_times_out_when_they_stop(t
             took, everything = await _timed_wait(watcher, 0.6)
             assert everything
             assert 0.55 <= took < 3.0
-        finally:
-            watcher.close()
 
     asyncio.run(scenario())
 
 
 def test_a_shorter_wait_than_the_one_before_is_not_held_to_the_longer_deadline(tmp_path: Path) -> None:
     async def scenario() -> None:
-        watcher = InotifyWatcher()
-        watcher.watch({str(tmp_path)})
-        watcher.start(lambda names: None)
-        try:
+        async with _watching(tmp_path) as watcher:
             loop = asyncio.get_running_loop()
             loop.call_later(0.05, _append, tmp_path / "app.log")
             await _timed_wait(watcher, 60.0)
             took, everything = await _timed_wait(watcher, 0.1)
             assert everything
             assert took < 2.0
-        finally:
-            watcher.close()
 
     asyncio.run(scenario())
 
@@ -95,18 +93,13 @@ def test_the_same_file_name_in_two_directories_is_reported_by_its_own_path(tmp_p
         (directory / "app.log").touch()
 
     async def scenario() -> None:
-        watcher = InotifyWatcher()
-        watcher.watch({str(first), str(second)})
-        watcher.start(lambda names: None)
-        try:
+        async with _watching(first, second) as watcher:
             seen: set[str] = set()
             for directory in (first, second, first, second, second, first):
                 _append(directory / "app.log")
                 await asyncio.sleep(0.01)
                 seen |= (await watcher.wait(5.0)).paths
             assert seen == {str(first / "app.log"), str(second / "app.log")}
-        finally:
-            watcher.close()
 
     asyncio.run(scenario())
 
@@ -116,10 +109,7 @@ def test_a_directory_watched_again_reports_its_files_by_their_path(tmp_path: Pat
     logs.mkdir()
 
     async def scenario() -> None:
-        watcher = InotifyWatcher()
-        watcher.watch({str(logs)})
-        watcher.start(lambda names: None)
-        try:
+        async with _watching(logs) as watcher:
             _append(logs / "app.log")
             assert str(logs / "app.log") in (await watcher.wait(5.0)).paths
             watcher.watch(set())
@@ -134,7 +124,5 @@ def test_a_directory_watched_again_reports_its_files_by_their_path(tmp_path: Pat
                 assert not changes.everything
                 paths |= changes.paths
             assert str(tmp_path / "old" / "app.log") not in paths
-        finally:
-            watcher.close()
 
     asyncio.run(scenario())

@@ -390,7 +390,7 @@ def _pieces(head: str, texts: list[str]) -> Iterator[bytes]:
     held as one string and one bytes object besides their entries (blocks that big stay in the heap)."""
     yield head[:-1].encode() + b',"files":['
     for at in range(0, len(texts), _ENTRIES_PER_PIECE):
-        yield ("," if at else "").encode() + ",".join(texts[at : at + _ENTRIES_PER_PIECE]).encode()
+        yield (b"," if at else b"") + ",".join(texts[at : at + _ENTRIES_PER_PIECE]).encode()
     yield b"]}"
 
 

@@ -208,15 +208,11 @@ class InotifyWatcher:
     def _data_ready(self) -> None:
         """Writes, while the reader waits. A reader busy reading needs no news of them: the descriptor is
         left alone until it waits again, and meanwhile the kernel merges the writes into few events."""
-        if self._data.read(self._pending):
-            self._has_events = True
-        waiter = self._waiter
-        if waiter is None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._data.fd)
-                self._data_watched = False
-        elif not waiter.done():
-            waiter.set_result(None)
+        self._drain()
+        if self._waiter is None and self._loop is not None:
+            self._loop.remove_reader(self._data.fd)
+            self._data_watched = False
+        self._resolve()
 
     async def wait(self, timeout: float) -> Changes:
         """Wait for an event, then hand over what was queued; ``everything`` after ``timeout`` without one.

@@ -125,15 +125,11 @@ class StreamSink:
 
     async def _write(self, data: memoryview) -> None:
         while data:
-            data = data[await self._write_some(data) :]
-
-    async def _write_some(self, data: memoryview) -> int:
-        """Write what the pipe takes now, waiting until it takes something."""
-        while True:
             taken = self._write_now(data)
             if taken:
-                return taken
-            await self._writable()
+                data = data[taken:]
+            else:
+                await self._writable()
 
     def _write_now(self, data: memoryview) -> int:
         """Write what the pipe takes without waiting: 0 when it is full."""
