@@ -110,6 +110,19 @@ class Harness:
     async def emit(self, data: bytes, path: str = "/logs/app.log", file: FileRef | None = None) -> int:
         """Emit ``data`` as one batch of ``file`` (by default one identity per path); returns its number
         (as recorded in ``committed``)."""
+        number, batch = self._batch(data, path, file)
+        await self.sink.emit(batch)
+        batch.data[:] = b"\0" * len(data)  # the core reuses its buffer once emit returns
+        return number
+
+    def offer(self, data: bytes, path: str = "/logs/app.log") -> bool:
+        """Offer ``data`` as the next batch, as the core's quick path does; whether the sink took it."""
+        _, batch = self._batch(data, path, None)
+        taken = self.sink.offer(batch)
+        batch.data[:] = b"\0" * len(data)
+        return taken
+
+    def _batch(self, data: bytes, path: str, file: FileRef | None) -> tuple[int, Batch]:
         number = self._next
         self._next += 1
         batch = Batch(
@@ -120,9 +133,7 @@ class Harness:
             -1,
             lambda: self.committed.append(number),
         )
-        await self.sink.emit(batch)
-        batch.data[:] = b"\0" * len(data)  # the core reuses its buffer once emit returns
-        return number
+        return number, batch
 
 
 def make_harness(
@@ -276,6 +287,24 @@ def test_emit_blocks_while_the_in_flight_window_is_full() -> None:
         assert len(h.sender.sent) == 2
         h.sender.acking.set()
         await until(lambda: h.committed == [0, 1, 2])
+        await h.sink.drain(1)
+
+    run(scenario)
+
+
+def test_offer_is_refused_while_chunks_wait_for_the_window_and_what_it_took_commits_on_ack() -> None:
+    async def scenario() -> None:
+        h = make_harness(SinkOptions(chunk_records=1, max_in_flight=2, flush_interval=10))
+        h.sender.acking.clear()
+        assert h.offer(b"a\n")
+        assert h.offer(b"b\n")
+        assert h.offer(b"c\n"), "the window is full, but no chunk waits for it yet"
+        assert not h.offer(b"d\n"), "c's chunk waits for the window: the reader must wait in emit"
+        h.sender.acking.set()
+        await until(lambda: h.committed == [0, 1, 2])
+        assert h.offer(b"e\n")
+        await until(lambda: h.committed == [0, 1, 2, 4])
+        assert h.sender.lines() == ["a", "b", "c", "e"]
         await h.sink.drain(1)
 
     run(scenario)

@@ -16,9 +16,10 @@ from sidecar.core.events import NullObserver, RotationKind
 from sidecar.core.server import FileServer
 from sidecar.core.sink import Batch
 from sidecar.errors import CheckpointError
+from tests.sinks import Unbuffered
 
 
-class GatedSink:
+class GatedSink(Unbuffered):
     """Takes batches only while its gate is open: a receiver that is down, then back.
 
     ``reads_descriptor`` says whether it stands for a sink that copies from the file while it waits.
@@ -39,11 +40,12 @@ class GatedSink:
         self.out += data
         batch.commit()
 
-    async def flush(self) -> None:
-        pass
-
-    async def drain(self, timeout: float) -> None:
-        pass
+    def offer(self, batch: Batch) -> bool:
+        if not self.gate.is_set():
+            return False
+        self.out += batch.data
+        batch.commit()
+        return True
 
 
 class Events(NullObserver):

@@ -23,15 +23,15 @@ from sidecar.core.server import FileServer
 from sidecar.core.siblings import SETTLED_NS
 from sidecar.core.sink import Batch
 from sidecar.core.tail import Tail
+from tests.sinks import Unbuffered
 
 FILES = 400
 LINES = 3
 
 
-class CollectingSink:
+class CollectingSink(Unbuffered):
     """Keeps every line and commits at once."""
 
-    reads_descriptor = False
 
     def __init__(self) -> None:
         self.out = bytearray()
@@ -40,11 +40,10 @@ class CollectingSink:
         self.out += batch.data
         batch.commit()
 
-    async def flush(self) -> None:
-        pass
-
-    async def drain(self, timeout: float) -> None:
-        pass
+    def offer(self, batch: Batch) -> bool:
+        self.out += batch.data
+        batch.commit()
+        return True
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:

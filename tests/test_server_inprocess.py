@@ -21,13 +21,13 @@ from sidecar.core.events import NullObserver
 from sidecar.core.server import FileServer, TaskFailed
 from sidecar.core.sink import Batch
 from tests.checker import check
+from tests.sinks import Unbuffered, until
 from tests.writer import LogWriter
 
 
-class FreezingSink:
+class FreezingSink(Unbuffered):
     """Collects lines; while ``freeze`` is set, the first batch runs it inside the loop (nothing else runs)."""
 
-    reads_descriptor = False
 
     def __init__(self) -> None:
         self.out = bytearray()
@@ -40,23 +40,13 @@ class FreezingSink:
         if freeze is not None:
             freeze()
 
-    async def flush(self) -> None:
-        pass
-
-    async def drain(self, timeout: float) -> None:
-        pass
+    def offer(self, batch: Batch) -> bool:
+        return False
 
 
 def _config(tmp_path: Path, path: Path) -> FollowConfig:
     return FollowConfig(paths=(str(path),), checkpoint_dir=tmp_path / "state", poll_interval=0.2,
                         checkpoint_interval=5.0, rotate_wait=0.3)
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def _run_server(tmp_path: Path, path: Path, body: Callable[[FreezingSink, FileServer], object]) -> FreezingSink:
@@ -98,7 +88,7 @@ def test_rename_burst_with_generations_deleted_within_milliseconds_loses_nothing
             writer.rename_rotate(logs / "app.log.1")
             await asyncio.sleep(0.002 if number % 2 else 0)
         writer.write(10)
-        await _until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written))
+        await until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written))
 
     sink = _run_server(tmp_path, logs / "app.log", body)
     report = check(bytes(sink.out), {"app": writer.written})
@@ -124,10 +114,10 @@ def test_symlink_repointed_while_the_loop_is_frozen_reads_every_target_in_order(
             time.sleep(0.015)
 
     async def body(sink: FreezingSink, server: FileServer) -> None:
-        await _until(lambda: bytes(sink.out).count(b"\n") == 100)
+        await until(lambda: bytes(sink.out).count(b"\n") == 100)
         writers[0].write(50)
         sink.freeze = repoint_three_times
-        await _until(lambda: bytes(sink.out).count(b"\n") >= 3150)
+        await until(lambda: bytes(sink.out).count(b"\n") >= 3150)
 
     sink = _run_server(tmp_path, link, body)
     report = check(bytes(sink.out), {f"t{n}": w.written for n, w in enumerate(writers)})
@@ -156,10 +146,10 @@ def test_copytruncate_while_the_loop_is_frozen_reads_every_copy_first(read_first
 
     async def body(sink: FreezingSink, server: FileServer) -> None:
         writer.write(1)
-        await _until(lambda: bytes(sink.out).count(b"\n") == read_first + 1)
+        await until(lambda: bytes(sink.out).count(b"\n") == read_first + 1)
         writer.write(1)
         sink.freeze = copytruncate_four_times
-        await _until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written), timeout=3)
+        await until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written), timeout=3)
 
     sink = _run_server(tmp_path, app, body)
     report = check(bytes(sink.out), {"app": writer.written})
@@ -175,14 +165,14 @@ def test_progress_is_on_disk_soon_after_the_reader_catches_up_whatever_the_inter
     async def body(sink: FreezingSink, server: FileServer) -> None:
         writer.write(2000)
         size = (logs / "app.log").stat().st_size
-        await _until(lambda: len(sink.out) == size)
+        await until(lambda: len(sink.out) == size)
         caught_up = time.monotonic()
 
         def saved() -> bool:
             entries = CheckpointStore(tmp_path / "state").read().entries if (tmp_path / "state").exists() else []
             return any(e.offset == size for e in entries)
 
-        await _until(saved, timeout=4.0)
+        await until(saved, timeout=4.0)
         assert time.monotonic() - caught_up < 4.0
 
     _run_server(tmp_path, logs / "app.log", body)
@@ -215,7 +205,7 @@ def test_liveness_beats_from_the_reader_and_readiness_waits_for_the_first_file(t
         assert pulse.beats > 0
         assert pulse.watching == []
         LogWriter(logs / "app.log").write(3)
-        await _until(lambda: pulse.watching == [True])
+        await until(lambda: pulse.watching == [True])
         stop.set()
         await task
 
@@ -258,7 +248,7 @@ def test_a_line_written_a_few_bytes_at_a_time_is_not_taken_for_a_rewrite(tmp_pat
             for piece in pieces:
                 out.write(piece)
                 await asyncio.sleep(0.1)
-        await _until(lambda: bytes(sink.out).count(b"\n") >= 4)
+        await until(lambda: bytes(sink.out).count(b"\n") >= 4)
         await asyncio.sleep(0.3)
 
     app.touch()
@@ -277,11 +267,11 @@ def test_a_generation_seen_under_two_names_is_read_once(tmp_path: Path) -> None:
 
     def rotate_unseen(sink: FreezingSink, server: FileServer) -> object:
         async def body() -> None:
-            await _until(lambda: bytes(sink.out) == b"current 1\n")
+            await until(lambda: bytes(sink.out) == b"current 1\n")
             generation.write_bytes(b"".join(b"old %d\n" % i for i in range(20)))
             os.link(generation, logs / "app.log.2")
             server._rotation.find_generations(str(app), str(app), time.time() - 5, str(app))
-            await _until(lambda: b"old 19\n" in bytes(sink.out))
+            await until(lambda: b"old 19\n" in bytes(sink.out))
             await asyncio.sleep(0.3)
 
         return body()

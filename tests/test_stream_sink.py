@@ -21,7 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sidecar.core.sink import Batch, Source
-from sidecar.modes.stream.sink import PIPE_SIZE, StreamSink
+from sidecar.modes.stream.sink import GATHER_BYTES, PIPE_SIZE, StreamSink
 from tests.deliveries import CountingDeliveries
 
 F_GETPIPE_SZ = 1032
@@ -126,3 +126,36 @@ def test_raw_batch_is_committed_only_after_the_pipe_took_its_last_byte(tmp_path:
     finally:
         os.close(read_end)
     assert bytes(received) == data
+
+
+def test_offered_batch_is_committed_only_once_the_pipe_took_it_and_large_ones_are_left_to_emit() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
+        filler = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)
+        filled = 0
+        try:
+            while True:
+                filled += os.write(filler, b"x" * 4096)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(filler)
+        committed: list[bytes] = []
+        first, second = b"first line\n", b"second line\n"
+        assert sink.offer(_batch(first, on_commit=lambda: committed.append(first)))
+        assert sink.offer(_batch(second, on_commit=lambda: committed.append(second)))
+        assert not sink.offer(_batch(b"y" * (GATHER_BYTES - 1) + b"\n")), "a large batch is for emit"
+        assert not sink.flush_now()
+        assert committed == []
+        out = bytearray()
+        while not sink.flush_now():
+            out += os.read(read_end, 1 << 20)
+        assert committed == [first, second]
+        while len(out) < filled + len(first + second):
+            out += os.read(read_end, 1 << 20)
+        assert bytes(out) == b"x" * filled + first + second
+        asyncio.run(sink.drain(1.0))
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -45,7 +45,7 @@ class Batch:
     (``os.sendfile``) instead; ``offset == -1`` marks bytes the core made (a split long line).
     """
 
-    __slots__ = ("_on_commit", "data", "fd", "lines", "offset", "source")
+    __slots__ = ("commit", "data", "fd", "lines", "offset", "source")
 
     def __init__(
         self,
@@ -61,11 +61,8 @@ class Batch:
         self.lines = lines
         self.fd = fd
         self.offset = offset
-        self._on_commit = on_commit
-
-    def commit(self) -> None:
+        self.commit = on_commit
         """Declare these lines safe: the checkpoint may move past them (in file order)."""
-        self._on_commit()
 
 
 class Sink(Protocol):
@@ -79,8 +76,19 @@ class Sink(Protocol):
     async def emit(self, batch: Batch) -> None:
         """Take a batch; wait here to apply backpressure. Commit now or later."""
 
+    def offer(self, batch: Batch) -> bool:
+        """Take a batch only if that needs no waiting; False leaves it untaken, for :meth:`emit`.
+
+        The core's quick path (a write served from the event loop while the reader waits) hands lines over
+        this way: a wake-up of the reader task costs more than the line. A sink holding back (a full window)
+        says no, and the reader then waits in :meth:`emit` as usual.
+        """
+
     async def flush(self) -> None:
         """The reader has nothing more for now: a sink that gathers small batches into one write does it now."""
+
+    def flush_now(self) -> bool:
+        """:meth:`flush` as far as it goes without waiting; True when nothing is left for it to do."""
 
     async def drain(self, timeout: float) -> None:
         """At shutdown: wait up to ``timeout`` seconds for everything emitted to be committed."""

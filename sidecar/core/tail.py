@@ -157,7 +157,7 @@ class Tail:
             buf[LEAD:start] = pending
         pos = self.pos
         got = os.preadv(self.fd, [view[start - marked : start + size]], pos - marked) - marked
-        if got < 0 or (marked and buf[start - marked : start] != before):
+        if got < 0 or (marked and not buf.startswith(before, start - marked)):
             return Truncated(read_head(self.fd))
         if got == 0:
             if not marked and pos and os.fstat(self.fd).st_size < pos:

@@ -36,6 +36,10 @@ class Changes:
     everything: bool = False
 
 
+DataCallback = Callable[[Changes], bool]
+"""Offered writes (only ``paths``) while the reader waits; True when it served them, and the reader sleeps on."""
+
+
 class Watcher(Protocol):
     """A source of wake-ups."""
 
@@ -43,11 +47,13 @@ class Watcher(Protocol):
     def live(self) -> bool:
         """Whether changes are reported as they happen (inotify), not only found by looking (polling)."""
 
-    def start(self, on_names: NamesCallback) -> None:
+    def start(self, on_names: NamesCallback, on_data: DataCallback | None = None) -> None:
         """Begin reporting new names to ``on_names``, from the running loop, whatever the reader is doing.
 
         This is what lets a generation created and deleted within milliseconds be opened (and so read from
         its descriptor) before it is gone: it does not wait for the reader to finish what it is doing.
+        Writes that come while the reader waits are offered to ``on_data`` first, from the loop too: a
+        backend that reports them as they happen wakes the reader only for those it did not serve.
         """
 
     def watch(self, dirs: set[str]) -> None:

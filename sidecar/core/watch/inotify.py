@@ -22,7 +22,7 @@ import errno
 import os
 import struct
 
-from sidecar.core.watch.base import Changes, NameChange, NameEvent, NamesCallback
+from sidecar.core.watch.base import Changes, DataCallback, NameChange, NameEvent, NamesCallback
 from sidecar.errors import SidecarError
 from sidecar.log import get_logger
 
@@ -169,6 +169,7 @@ class InotifyWatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._until = 0.0
         self._on_names: NamesCallback | None = None
+        self._on_data: DataCallback | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unwatched: set[str] = set()
         self._data_watched = False
@@ -177,8 +178,9 @@ class InotifyWatcher:
     def live(self) -> bool:
         return not self._unwatched
 
-    def start(self, on_names: NamesCallback) -> None:
+    def start(self, on_names: NamesCallback, on_data: DataCallback | None = None) -> None:
         self._on_names = on_names
+        self._on_data = on_data
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._names.fd, self._names_ready)
 
@@ -206,12 +208,22 @@ class InotifyWatcher:
             self._has_events = True
 
     def _data_ready(self) -> None:
-        """Writes, while the reader waits. A reader busy reading needs no news of them: the descriptor is
-        left alone until it waits again, and meanwhile the kernel merges the writes into few events."""
+        """Writes, while the reader waits: offered to ``on_data`` first, and the reader is woken only for what
+        it did not serve. A reader busy reading needs no news of them: the descriptor is left alone until it
+        waits again, and meanwhile the kernel merges the writes into few events."""
         self._drain()
-        if self._waiter is None and self._loop is not None:
-            self._loop.remove_reader(self._data.fd)
-            self._data_watched = False
+        waiter = self._waiter
+        if waiter is None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._data.fd)
+                self._data_watched = False
+            return
+        pending = self._pending
+        if (self._on_data is not None and not waiter.done() and not pending.structure and not pending.everything
+                and pending.paths and self._on_data(pending)):
+            pending.paths.clear()
+            self._has_events = False
+            return
         self._resolve()
 
     async def wait(self, timeout: float) -> Changes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sidecar.core.watch.base import Changes, NamesCallback
+from sidecar.core.watch.base import Changes, DataCallback, NamesCallback
 
 
 class PollWatcher:
@@ -16,7 +16,7 @@ class PollWatcher:
     def __init__(self) -> None:
         self._woken = asyncio.Event()
 
-    def start(self, on_names: NamesCallback) -> None:
+    def start(self, on_names: NamesCallback, on_data: DataCallback | None = None) -> None:
         pass
 
     def watch(self, dirs: set[str]) -> None:

@@ -205,13 +205,7 @@ class ForwardSink:
             self._timer = asyncio.create_task(self._tick(), name="agent-flush-timer")
 
     async def emit(self, batch: Batch) -> None:
-        lines = _split_lines(batch.data)
-        hold = _Hold(batch, len(batch.data), self._observer)
-        holds = [hold]
-        if self._multiline is not None:
-            lines, holds = self._group(batch.source, lines, hold)
-        if lines:
-            self._add(batch.source, lines, holds)
+        holds = self._take(batch)
         while self._sealed:
             await self._room.wait()
         # Not in a ``finally``: if waiting was interrupted (cancelled at shutdown), the batch must stay
@@ -219,9 +213,31 @@ class ForwardSink:
         for owned in holds:
             owned.release()
 
+    def offer(self, batch: Batch) -> bool:
+        """Taken unless chunks wait for the window, which is when :meth:`emit` would hold the reader back."""
+        if self._sealed:
+            return False
+        for owned in self._take(batch):
+            owned.release()
+        return True
+
+    def _take(self, batch: Batch) -> list[_Hold]:
+        """Encode the batch's lines (those of complete groups) into open chunks; the holds this call owns."""
+        lines = _split_lines(batch.data)
+        hold = _Hold(batch, len(batch.data), self._observer)
+        holds = [hold]
+        if self._multiline is not None:
+            lines, holds = self._group(batch.source, lines, hold)
+        if lines:
+            self._add(batch.source, lines, holds)
+        return holds
+
     async def flush(self) -> None:
         """Nothing to do: chunks are sealed by size and ``--flush-interval``, not by the reader's pauses, which
         under a trickle of lines would send a chunk (and wait for an ack) per line."""
+
+    def flush_now(self) -> bool:
+        return True
 
     async def drain(self, timeout: float) -> None:
         """Flush held groups and open chunks, wait up to ``timeout`` for their acks, then close."""

@@ -56,38 +56,57 @@ class StreamSink:
         self._sendfile = fmt == "raw"
         self._gathered = bytearray()
         self._gathered_batches: list[tuple[int, Batch]] = []
+        self._written = 0
+        self._done = 0
 
     async def emit(self, batch: Batch) -> None:
-        data = memoryview(_json_lines(batch)) if self._fmt == "json" else batch.data
-        if len(data) < GATHER_BYTES:
-            self._gathered += data
-            self._gathered_batches.append((len(self._gathered), batch))
+        if self._gather(batch):
             if len(self._gathered) >= GATHER_BYTES:
                 await self.flush()
             return
         await self.flush()
+        data = self._bytes_of(batch)
         if self._sendfile and batch.offset >= 0 and data is batch.data:
             await self._copy(batch)
         else:
             await self._write(data)
         self._delivered(batch)
 
+    def offer(self, batch: Batch) -> bool:
+        return len(self._gathered) < GATHER_BYTES and self._gather(batch)
+
+    def _gather(self, batch: Batch) -> bool:
+        """Keep a small batch for the next write; a large one is left to be copied (or written) alone."""
+        if len(batch.data) >= GATHER_BYTES:
+            return False
+        self._gathered += self._bytes_of(batch)
+        self._gathered_batches.append((len(self._gathered), batch))
+        return True
+
+    def _bytes_of(self, batch: Batch) -> memoryview:
+        return memoryview(_json_lines(batch)) if self._fmt == "json" else batch.data
+
     async def flush(self) -> None:
-        """Write what was gathered, committing each batch once all of its bytes are written."""
-        if not self._gathered:
-            return
-        data, batches = memoryview(self._gathered), self._gathered_batches
-        self._gathered, self._gathered_batches = bytearray(), []
-        written = done = 0
-        while written < len(data):
-            taken = self._write_now(data[written:] if written else data)
+        while not self.flush_now():
+            await self._writable()
+
+    def flush_now(self) -> bool:
+        """Write what was gathered as far as the pipe takes it, committing each batch once all of its bytes
+        are written; what the pipe did not take stays for the next call."""
+        gathered, batches = self._gathered, self._gathered_batches
+        while self._written < len(gathered):
+            taken = self._write_now(memoryview(gathered)[self._written :] if self._written else gathered)
             if not taken:
-                await self._writable()
-                continue
-            written += taken
-            while done < len(batches) and batches[done][0] <= written:
-                self._delivered(batches[done][1])
-                done += 1
+                return False
+            self._written += taken
+            while self._done < len(batches) and batches[self._done][0] <= self._written:
+                self._delivered(batches[self._done][1])
+                self._done += 1
+        if gathered:
+            gathered.clear()
+            batches.clear()
+            self._written = self._done = 0
+        return True
 
     def _delivered(self, batch: Batch) -> None:
         batch.commit()
@@ -131,7 +150,7 @@ class StreamSink:
             else:
                 await self._writable()
 
-    def _write_now(self, data: memoryview) -> int:
+    def _write_now(self, data: memoryview | bytearray) -> int:
         """Write what the pipe takes without waiting: 0 when it is full."""
         try:
             return os.write(self._fd, data)
