@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +89,30 @@ def test_lines_written_now_and_then_are_served_without_waking_the_reader(tmp_pat
     _follow(tmp_path, sink, trickle)
     assert check(bytes(sink.out), {"app": writer.written}).ok
     assert sink.offered >= 35, f"{sink.offered} of 40 lines came by the quick path, {sink.emitted} woke the reader"
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_writes_that_keep_coming_are_served_several_to_a_round(round_: int, tmp_path: Path) -> None:
+    """About 10,000 lines/s, one write each, from another process: each round pauses for more first."""
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "app.log"
+    LogWriter(path).write(1)
+    sink = RecordingSink()
+    lines = 3000
+
+    async def stream() -> None:
+        app = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.writer", str(path), "--stream", "busy", "--lines", str(lines),
+            "--interval", "0.00005", cwd=Path(__file__).parent.parent,
+        )
+        await app.wait()
+        await until(lambda: bytes(sink.out).count(b"\n") >= 1 + lines)
+
+    _follow(tmp_path, sink, stream)
+    report = check(bytes(sink.out), {"app": [0], "busy": range(lines)})
+    assert report.ok, report.summary()
+    rounds = sink.offered + sink.emitted
+    assert rounds < lines * 3 / 4, f"{rounds} rounds for {lines} lines: writes were not gathered"
 
 
 @pytest.mark.parametrize("refuse_every", [2, 3, 7])

@@ -263,15 +263,16 @@ class FileServer:
 
         A line written now and then would otherwise cost a wake-up of the reader task, which takes more CPU
         than the line. Only the plain case is served here, a round's own steps in the same order (read,
-        frame, offer, write); anything that needs waiting or a look around (a sink holding back, a file with
-        more to read, a truncation, rotated files, writes that keep coming) is left to the reader, woken
-        for it. Batches already read and refused by the sink are handed to the reader, which gives them to
-        the sink before it reads anything else.
+        frame, offer, write), after the reader's pause when writes keep coming; anything that needs waiting
+        or a look around (a sink holding back, a file with more to read, a truncation, rotated files) is
+        left to the reader, woken for it. Batches already read and refused by the sink are handed to the
+        reader, which gives them to the sink before it reads anything else.
         """
-        now = time.monotonic()
-        if (self._deadline is not None or self._callback_error is not None or self._registry.has_rotated
-                or now - self._round_ended < BUSY_WAKE):
+        if self._deadline is not None or self._callback_error is not None or self._registry.has_rotated:
             return False
+        if time.monotonic() - self._round_ended < BUSY_WAKE:
+            time.sleep(BATCH_PAUSE)
+            self._watcher.take_queued(changes)
         try:
             looked = time.time()
             for tail in self._registry.to_read(changes.paths, ()):
@@ -292,7 +293,7 @@ class FileServer:
         except Exception as exc:  # raised again by the reader, which ends the process with it
             self._callback_error = exc
             return False
-        self._round_ended = now
+        self._round_ended = time.monotonic()
         self._checkpointer.caught_up()
         self._liveness.beat()
         return True

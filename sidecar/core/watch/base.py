@@ -62,6 +62,9 @@ class Watcher(Protocol):
     async def wait(self, timeout: float) -> Changes:
         """Return when something changed, or after ``timeout`` seconds with ``everything`` set."""
 
+    def take_queued(self, into: Changes) -> None:
+        """Add the writes reported since into ``into``, without waiting (``on_data`` pausing for more)."""
+
     def wake(self) -> None:
         """Make a pending :meth:`wait` return now (used to stop)."""
 

@@ -257,6 +257,9 @@ class InotifyWatcher:
         self._has_events = False
         return changes
 
+    def take_queued(self, into: Changes) -> None:
+        self._data.read(into)
+
     def _timer_fired(self) -> None:
         """The timeout of the wait that set the timer, which may be an earlier one: a wait still pending and
         not yet due gets the timer again for its own deadline."""

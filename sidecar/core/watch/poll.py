@@ -28,6 +28,9 @@ class PollWatcher:
         self._woken.clear()
         return Changes(everything=True)
 
+    def take_queued(self, into: Changes) -> None:
+        pass
+
     def wake(self) -> None:
         self._woken.set()
 
