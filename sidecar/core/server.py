@@ -266,7 +266,8 @@ class FileServer:
         frame, offer, write), after the reader's pause when writes keep coming; anything that needs waiting
         or a look around (a sink holding back, a file with more to read, a truncation, rotated files) is
         left to the reader, woken for it. Batches already read and refused by the sink are handed to the
-        reader, which gives them to the sink before it reads anything else.
+        reader, which gives them to the sink before it reads anything else; a batch is offered again once
+        after a flush (a sink that gathered enough to write may take more once it wrote).
         """
         if self._deadline is not None or self._callback_error is not None or self._registry.has_rotated:
             return False
@@ -282,7 +283,7 @@ class FileServer:
                 if isinstance(taken, Chunk):
                     batches = self._batches(tail, taken)
                     for index, batch in enumerate(batches):
-                        if not self._sink.offer(batch):
+                        if not (self._sink.offer(batch) or (self._sink.flush_now() and self._sink.offer(batch))):
                             tail.in_sink += 1
                             self._handed = (tail, batches[index:])
                             return False
