@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sidecar.core.checkpoint import CheckpointStore
-from sidecar.core.config import FollowConfig
+from sidecar.core.config import READ_CHUNK, FollowConfig
 from sidecar.core.events import NullObserver, RotationKind
 from sidecar.core.server import FileServer
 from sidecar.core.sink import Batch
@@ -119,7 +119,7 @@ def test_rotated_file_the_sink_cannot_take_is_given_up_after_rotate_wait_max_onc
     file is let go, and its unread bytes counted, when the sink returns from the batch it holds."""
     app = log_dir / "app.log"
     line = b"x" * 1023 + b"\n"
-    chunk = 1024 * 1024
+    chunk = READ_CHUNK
 
     async def body() -> None:
         sink, events = GatedSink(), Events()
@@ -137,7 +137,7 @@ def test_rotated_file_the_sink_cannot_take_is_given_up_after_rotate_wait_max_onc
         await _until(lambda: events.given_up_bytes > 0)
         assert follower.open_files == 0
         assert len(sink.out) == chunk
-        assert events.given_up_bytes == 3 * chunk - chunk
+        assert events.given_up_bytes == len(line) * 3072 - chunk
         stop.set()
         await task
 
