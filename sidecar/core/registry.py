@@ -129,12 +129,6 @@ class Registry:
         Built from indexes, not by looking at every file: with thousands of quiet files, a wake-up for one
         line costs the same as with one.
         """
-        if len(names) == 1 and not hot and not self._rotated:  # one file written to: the usual wake-up
-            for name in names:
-                named = self._by_name.get(name)
-                if named is not None and len(named) == 1:
-                    tail = named[0]
-                    return [tail] if tail.fd >= 0 else []
         chosen = {*hot, *self._rotated}
         for name in names:
             chosen.update(self._by_name.get(name, ()))
