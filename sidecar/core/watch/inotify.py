@@ -218,6 +218,7 @@ class InotifyWatcher:
                 self._loop.remove_reader(self._data.fd)
                 self._data_watched = False
             return
+        self._names_ready()  # names first: a write must not be served before the rename that came before it
         pending = self._pending
         if (self._on_data is not None and not waiter.done() and not pending.structure and not pending.everything
                 and pending.paths and self._on_data(pending)):
