@@ -6,9 +6,12 @@ The output of all runs of one sidecar is checked as one stream, as a log backend
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
-from tests.checker import assert_exactly_once
+import pytest
+
+from tests.checker import assert_exactly_once, check
 from tests.conftest import SidecarFactory, read_state, unconfirmed_lines, wait_for_checkpoint
 from tests.writer import BackgroundWriter, LogWriter, make_line
 
@@ -141,6 +144,60 @@ def test_copytruncate_while_down_is_finished_from_the_copy(log_dir: Path, sideca
     sc.wait_delivered({"app": writer.written})
     assert sc.stop() == 0
     assert_exactly_once(sc.output(), {"app": writer.written})
+
+
+@pytest.mark.parametrize("read_before_stop", [0, 50])
+def test_copytruncate_then_rename_while_down_reads_the_copy_before_the_file_it_was_taken_from(
+    read_before_stop: int, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: while down, the file is copytruncated, written again and renamed away. Found by its
+    identity beside its old name, it no longer holds what we read: its copies are beside the name it had,
+    not beside the one it has now, and what they hold comes out first."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(read_before_stop)
+    writer.write_partial(20)
+    sc = sidecar(app)
+    sc.wait_for_lines(read_before_stop)
+    sc.wait_quiet(0.3)
+    assert sc.stop() == 0
+    writer.finish_partial()
+    writer.write(30)
+    writer.copytruncate(log_dir / "app.log.1")
+    writer.write(10)
+    writer.rename_rotate(log_dir / "app.log.2", late_lines=3)
+    writer.write(5)
+    sc.start()
+    expected = {"app": writer.written}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected, files={"app": writer.files})
+    assert report.ok, report.summary()
+
+
+def test_copy_made_before_the_file_was_ever_seen_does_not_come_out_after_newer_lines(
+    log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: the configured file appears and is copytruncated while the sidecar is down, before
+    any run saw it; the sidecar starts, reads the file and sees it deleted. The generation search that the
+    delete starts reaches back before its previous search, but not before the file was first seen: the copy
+    is history no run followed, and read now its lines would come after the newer ones."""
+    app = log_dir / "app.log"
+    sc = sidecar(app)
+    sc.wait_quiet(0.3)
+    assert sc.stop() == 0
+    writer = LogWriter(app)
+    old = writer.write(2)
+    writer.copytruncate(log_dir / "app.log.1")
+    writer.write(6)
+    time.sleep(0.2)  # the copy is older than the sidecar's first look by more than the file clock's slack
+    sc.start()
+    new = {"app": writer.written[len(old) :]}
+    sc.wait_delivered(new)
+    writer.delete()
+    sc.wait_quiet(1.0)
+    assert sc.stop() == 0
+    assert_exactly_once(sc.output(), new)
 
 
 def test_read_from_tail_skips_existing_content_only_at_first_start(

@@ -8,6 +8,7 @@ field-notes scenarios where Fluent Bit, Vector and ``tail -F`` lose or repeat li
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,32 @@ def test_new_file_is_found_by_the_directory_watch_and_read_from_byte_zero(
     assert sc.stop() == 0
     report = assert_exactly_once(sc.output(), {"b": late.written})
     assert report.foreign == 0, "a.log existed at first start with --read-from tail: its lines are skipped"
+
+
+@pytest.mark.parametrize(("lines", "partial"), [(0, 10), (3, 10), (3, 30), (3, 200)])
+def test_copytruncate_after_a_partial_line_was_read_resumes_the_copy_before_it(
+    lines: int, partial: int, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: the copy is read from the start of the partial line the sidecar held, checked by
+    the bytes before that point, not by those before the end of what it had read (a marker reaching before
+    the file's first byte made the read fail, and the copy then held back every newer file of its family)."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(lines)
+    sc = sidecar(app)
+    sc.wait_for_lines(lines)
+    writer.write_partial(partial)
+    time.sleep(0.3)  # read, and held as a partial line
+    writer.finish_partial()
+    sc.pause()
+    writer.copytruncate(log_dir / "app.log.1")
+    writer.write(20)
+    sc.resume()
+    sc.wait_for_lines(lines + 21)
+    sc.wait_quiet(0.3)
+    assert sc.stop() == 0
+    assert "file_error" not in sc.stderr()
+    assert_exactly_once(sc.output(), {"app": writer.written})
 
 
 def test_truncate_in_place_after_read_restarts_at_zero(log_dir: Path, sidecar: SidecarFactory) -> None:

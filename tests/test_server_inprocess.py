@@ -7,6 +7,7 @@ CPU-throttled: nothing of ours runs meanwhile, as under SIGSTOP, while the test 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import time
@@ -20,6 +21,7 @@ from sidecar.core.config import FollowConfig
 from sidecar.core.events import NullObserver
 from sidecar.core.server import FileServer, TaskFailed
 from sidecar.core.sink import Batch
+from sidecar.core.tail import Chunk, ReadBuffer, Tail, Truncated
 from tests.checker import check
 from tests.sinks import Unbuffered, until
 from tests.writer import LogWriter
@@ -280,3 +282,35 @@ def test_a_generation_seen_under_two_names_is_read_once(tmp_path: Path) -> None:
     out = bytes(sink.out)
     for i in range(20):
         assert out.count(b"old %d\n" % i) == 1, out
+
+
+def test_a_rotated_file_that_cannot_be_read_is_given_up_and_holds_back_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotated file whose reads fail (here EIO) is given up at once, counted and said: left open, it would
+    hold back every newer file of its family for ever, since old is read before new."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    writer = LogWriter(logs / "app.log")
+    writer.write(5)
+    failing: set[int] = set()
+    read = Tail.read
+
+    def failing_read(self: Tail, buffer: ReadBuffer) -> Chunk | Truncated | None:
+        if self.key.ino in failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return read(self, buffer)
+
+    monkeypatch.setattr(Tail, "read", failing_read)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await until(lambda: bytes(sink.out).count(b"\n") >= 5)
+        failing.add(writer.path.stat().st_ino)
+        writer.rename_rotate(logs / "app.log.1", late_lines=3)
+        writer.write(7)
+        await until(lambda: bytes(sink.out).count(b"\n") >= 12)
+        assert server.open_files == 1
+
+    sink = _run_server(tmp_path, logs / "app.log", body)
+    report = check(bytes(sink.out), {"app": writer.written}, may_lose={"app": writer.written[5:8]})
+    assert report.ok, report.summary()

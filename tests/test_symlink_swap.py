@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.checker import check
-from tests.conftest import SidecarFactory
+from tests.conftest import SidecarFactory, SidecarProcess
 from tests.test_timing_rotation import BACKLOG, busy_sidecar
 from tests.writer import LogWriter
 
@@ -129,3 +130,101 @@ def test_target_rotated_before_the_sidecar_saw_it_is_found_among_the_new_files(
     assert sc.stop() == 0
     report = check(sc.output(), expected, files={w.stream: w.files for w in (first, second, third)})
     assert report.ok, report.summary()
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+def _paused_while_following_a_container(tmp_path: Path, sidecar: SidecarFactory
+                                        ) -> tuple[Kubelet, LogWriter, SidecarProcess]:
+    """A container that wrote 100 lines, read by a sidecar that polls only every 30 s, now paused: only the
+    events can find what happens next."""
+    kubelet = Kubelet(tmp_path)
+    writer = kubelet.start_container()
+    writer.write(100)
+    sc = sidecar(kubelet.link, "--poll-interval", "30s", "--rotate-wait", "1s")
+    sc.wait_for_lines(100)
+    sc.pause()
+    return kubelet, writer, sc
+
+
+def _assert_every_line_once_in_order(sc: SidecarProcess, *writers: LogWriter) -> None:
+    expected = {w.stream: w.written for w in writers}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected, files={w.stream: w.files for w in writers})
+    assert report.ok, f"{report.summary()}\n{sc.stderr()}"
+
+
+@pytest.mark.parametrize("words_before_swap", [0, 30])
+@pytest.mark.parametrize("look", ["after_rename", "after_create", "after_swap"])
+def test_target_renamed_then_link_swapped_reads_the_target_created_between(
+    look: str, words_before_swap: int, tmp_path: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: the runtime rotates ``0.log`` by rename and creates it again, then the container
+    restarts and the link moves on; the new ``0.log`` was the link's target in between, and gets its last
+    words after the swap. The sidecar looks at one moment of the three (after the rename, after the create,
+    only after the swap); none may cost the new ``0.log`` its lines, even while it was empty when seen."""
+    kubelet, writer, sc = _paused_while_following_a_container(tmp_path, sidecar)
+    os.rename(writer.path, writer.path.with_name("0.log.20261201-101500"))
+    writer.write(20)  # late lines into the renamed generation
+    if look == "after_rename":
+        sc.resume()
+        sc.wait_stderr("kind=rename")
+        sc.pause()
+    writer.reopen()
+    if look == "after_create":
+        sc.resume()
+        target = (writer.path.stat().st_dev, writer.path.stat().st_ino)
+        _until(lambda: target in sc.open_files(), "the sidecar opened the new 0.log")
+        sc.pause()
+    writer.write(words_before_swap)
+    second = kubelet.start_container()
+    writer.write(25)  # the old container's last words, after the link moved
+    second.write(40)
+    sc.resume()
+    _assert_every_line_once_in_order(sc, writer, second)
+
+
+def test_target_the_sidecar_never_saw_gets_its_last_words_though_empty_when_found(
+    tmp_path: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: while the sidecar cannot look, the link moves to a new, empty ``1.log``, which is
+    rotated by rename at once and created again; the link moves on to ``2.log`` and only then does the old
+    container write its last words into the new ``1.log``. When the sidecar looks, that file is empty and
+    was never under the link's name as far as it saw: it is kept anyway (its name is no copy's), and read."""
+    kubelet, first, sc = _paused_while_following_a_container(tmp_path, sidecar)
+    second = kubelet.start_container()
+    os.rename(second.path, second.path.with_name("1.log.20261201-101500"))
+    second.reopen()
+    third = kubelet.start_container()
+    sc.resume()
+    sc.wait_stderr("kind=symlink")
+    second.write(30)  # the last words, after the sidecar found the empty 1.log
+    third.write(40)
+    _assert_every_line_once_in_order(sc, first, second, third)
+
+
+@pytest.mark.parametrize("old_target", ["renamed", "deleted"])
+def test_link_moved_on_after_its_target_was_rotated_reads_the_target_created_between(
+    old_target: str, tmp_path: Path, sidecar: SidecarFactory
+) -> None:
+    """Found by the model: while the sidecar cannot look, the link's target is rotated away (renamed, or
+    renamed and deleted), created again, and the link moves on; the new ``0.log`` gets its last words. The
+    first look sees the target's name taken and the link moved at once: both searches run, beside the old
+    target for its generations and among the new files for the targets in between."""
+    kubelet, writer, sc = _paused_while_following_a_container(tmp_path, sidecar)
+    rotated = writer.path.with_name("0.log.20261201-101500")
+    writer.rename_rotate(rotated, late_lines=10)
+    if old_target == "deleted":
+        rotated.unlink()  # the sidecar holds it open: its lines are still read
+    writer.write(15)
+    second = kubelet.start_container()
+    writer.write(25)
+    second.write(40)
+    sc.resume()
+    _assert_every_line_once_in_order(sc, writer, second)

@@ -142,6 +142,15 @@ class Discovery:
             return None
         return self.consider(Found(path, pattern), st, first_start=False, startup=False)
 
+    def consider_target(self, path: str) -> Tail | None:
+        """A name the watcher just reported that a followed symlink resolved to: follow it now, under the
+        link, if the link still resolves to it. A link target's name matches no glob, so without this a
+        target created by a rotation and left by a swap of the link before our next look would be missed."""
+        for link in self._registry.links_to(path):
+            if os.path.realpath(link) == path:
+                return self.consider_path(link)
+        return None
+
     def consider(self, item: Found, st: os.stat_result, first_start: bool, startup: bool) -> Tail | None:
         """Start following ``item`` unless it is followed already, too old, or a copy of a followed file."""
         key = FileKey.of(st)
@@ -186,6 +195,7 @@ class Discovery:
             return None
         self._registry.take_saved(key)
         tail = self.track(path, entry.pattern, key, fd, entry.offset, fp, rotated, before)
+        tail.named = entry.path
         tail.resumed(entry.seen)
         if not same or size < entry.offset:
             self._on_replaced(tail, head)

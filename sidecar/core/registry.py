@@ -146,6 +146,16 @@ class Registry:
                 return max(holders, key=self._tails.index) if len(holders) > 1 else holders[0]
         return None
 
+    def links_to(self, real: str) -> list[str]:
+        """The followed symlinks that named ``real`` when they were last resolved."""
+        return sorted({t.path for t in self._by_name.get(real, ()) if t.real == real and t.path != real})
+
+    def targets_before(self, tail: Tail) -> list[Tail]:
+        """The rotated files followed by ``tail``'s symlink before it named ``tail``, one per old target."""
+        older = {t.real: t for t in self._by_name.get(tail.path, ())
+                 if t.path == tail.path and t.real != tail.real and t.rotated is not None}
+        return list(older.values())
+
     def extended_by(self, path: str, strict: bool = True) -> Iterator[list[Tail]]:
         """Open files beside ``path`` whose names it extends (``app.log`` for ``app.log.1``; with ``strict``
         false, its own name too), longest name first, one list per name: found by looking up each prefix,

@@ -55,6 +55,22 @@ def _copies_since(tail: Tail) -> float:
     return max(tail.looked_at - COPY_SLACK, tail.known_since)
 
 
+def _own_names(candidates: list[_Candidate], directory: str) -> frozenset[str]:
+    """Those of ``candidates`` whose names extend no other name in ``directory``: a copy is named after its
+    original (``app.log.1``, ``0.log.20261201-101500``), so an empty one of these is a file of its own, such
+    as a target a link pointed at between two of our looks."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return frozenset()
+    own = set()
+    for candidate in candidates:
+        base = os.path.basename(candidate.path)
+        if not any(name != base and base.startswith(name) for name in names):
+            own.add(candidate.path)
+    return frozenset(own)
+
+
 @dataclass(slots=True)
 class _Candidate:
     path: str
@@ -70,7 +86,8 @@ class Rotation:
         self._registry = registry
         self._discovery = discovery
         self._observer = observer
-        self._searched: dict[str, float] = {}
+        self._searched: dict[str, tuple[float, float]] = {}
+        """By family: when its last generation search began, and where its first one's window began."""
         self._siblings = Siblings()
 
     # -- names ---------------------------------------------------------------------------------------
@@ -103,37 +120,46 @@ class Rotation:
             deleted = os.fstat(tail.fd).st_nlink == 0
         except OSError:
             deleted = True
-        kind: RotationKind
-        if deleted:
-            kind = "delete"
-        elif os.path.islink(tail.path) and os.path.realpath(tail.path) != tail.real:
-            kind = "symlink"
-        else:
-            kind = "rename"
+        relinked = os.path.islink(tail.path) and os.path.realpath(tail.path) != tail.real
+        kind: RotationKind = "delete" if deleted else "symlink" if relinked else "rename"
         self._registry.let_go(tail, kind)
         self._observer.rotated(tail.pattern, kind)
         log.info("file_rotated", path=tail.path, kind=kind, inode=tail.key.ino)
-        if kind == "symlink":
-            self._find_targets(tail)
-        else:
+        if kind != "symlink":
             self.find_generations(tail.real, tail.pattern, tail.seen_at_path, tail.family)
+        if relinked:  # also after a rename or delete: the link may have moved on since
+            self._find_targets(tail)
 
     def find_generations(self, real: str, pattern: str, since: float, family: str) -> None:
         """Generations created and moved away between two of our looks: beside ``real``, written since then.
 
         They are read from their first byte, oldest first, just before the file that now holds the name.
         The window reaches back before the family's previous search: a generation that still held the
-        name then (created, not yet opened, and renamed since) was not a sibling for that search.
+        name then (created, not yet opened, and renamed since) was not a sibling for that search. It never
+        reaches back before the family's first window: a file beside it from before we first looked is
+        history we never followed (a copy made while we were down), and read now it would come out after
+        lines written later.
         """
         started = time.time()
         previous = self._searched.get(family)
+        floor = since
         if previous is not None:
-            since = min(since, previous - SEARCH_OVERLAP)
-        self._searched[family] = started
+            last, floor = previous
+            since = min(since, max(last - SEARCH_OVERLAP, floor))
+        self._searched[family] = started, floor
         found = self._drop_copies(self._new_siblings(real, since, pattern))
         if found:
             log.debug("generation_search", path=real, found=",".join(f"{c.path}@{c.st.st_mtime_ns}" for c in found))
         self._follow_in_order(found, pattern, self._registry.holder_for(real), family, "generation_found")
+
+    def relinked(self, tail: Tail) -> None:
+        """A symlink we follow now names ``tail``: the targets it had since the one we followed before are
+        looked for as after a repointed link. The old target's name may have moved first (a rotation noticed
+        as a rename) and the link after, both between two of our looks: then the file created at the old
+        target's name in between was a target too."""
+        if tail.path != tail.real:
+            for old in self._registry.targets_before(tail):
+                self._find_targets(old)
 
     def _find_targets(self, tail: Tail) -> None:
         """A symlink repointed: follow its new target now, and any target it had between our two looks.
@@ -151,7 +177,7 @@ class Rotation:
                 os.close(candidate.fd)
             else:
                 found.append(candidate)
-        found = self._drop_copies(found)
+        found = self._drop_copies(found, keep_empty=_own_names(found, directory))
         self._follow_in_order(found, tail.pattern, self._registry.holder_for(current), tail.family,
                               "symlink_target_found")
 
@@ -169,7 +195,7 @@ class Rotation:
             return
         if not (moved_after or only is not None or self._holds_name(tail)):
             return
-        for candidate in self._new_siblings(tail.real, _copies_since(tail), tail.pattern, only):
+        for candidate in self._new_siblings(tail.named, _copies_since(tail), tail.pattern, only):
             try:
                 size = candidate.st.st_size
                 lost = size > 0 and tail.holds_known_bytes(candidate.fd, size) and not is_prefix(
@@ -193,7 +219,7 @@ class Rotation:
         never saw, read whole. Of a file we knew nothing of, every new sibling is such a copy.
         """
         resume = tail.resume
-        candidates = self._new_siblings(tail.real, _copies_since(tail), tail.pattern, only)
+        candidates = self._new_siblings(tail.named, _copies_since(tail), tail.pattern, only)
         if tail.fp.length == 0 and tail.pos == 0:
             start: int | None = 0 if candidates else None
         else:
@@ -233,7 +259,7 @@ class Rotation:
         copy_tail = self._discovery.track(copy.path, tail.pattern, copy.key, copy.fd, resume, tail.fp,
                                           "copytruncate", before=tail)
         copy_tail.ledger = tail.ledger
-        copy_tail.before = tail.before
+        copy_tail.before = tail.marker_at_resume()
         log.info("copytruncate_recovery", path=tail.path, copy=copy.path, missing_bytes=size - resume)
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -290,14 +316,19 @@ class Rotation:
         except OSError:
             return False
 
-    def _drop_copies(self, candidates: list[_Candidate]) -> list[_Candidate]:
-        """Keep the candidates that are files of their own: not empty, not a copy of one we follow."""
+    def _drop_copies(self, candidates: list[_Candidate], keep_empty: frozenset[str] = frozenset()) -> list[_Candidate]:
+        """Keep the candidates that are files of their own: not empty, not a copy of one we follow.
+
+        An empty file can be a copy not yet written; those in ``keep_empty`` cannot (see :func:`_own_names`)
+        and are kept, since their last words may still come."""
         kept = []
         for candidate in candidates:
             try:
                 size = candidate.st.st_size
-                copy = size == 0 or self._discovery.copy_of_followed(
-                    candidate.path, candidate.fd, size, read_head(candidate.fd))
+                if size == 0:
+                    copy = candidate.path not in keep_empty
+                else:
+                    copy = self._discovery.copy_of_followed(candidate.path, candidate.fd, size, read_head(candidate.fd))
             except OSError:
                 copy = True
             if copy:

@@ -141,15 +141,17 @@ class FileServer:
         """Names, straight from the watcher: open matching files now, then see what the new ones displaced.
 
         A sibling created while a file still held its name can only be a copy of it (copytruncate); one
-        that appeared after the name moved is a generation. The order of the events tells which.
+        that appeared after the name moved is a generation. The order of the events tells which. A new file
+        at a followed symlink's target matches no glob: it is opened under the link, once the files it
+        displaced were looked at, as the reader's rescan would open it.
         """
         try:
             if self._deadline is not None:
                 return
             for event in events:
                 tail = self._discovery.consider_path(event.path) if event.appeared else None
-                if tail is not None and self._discovery.last_scan is not None:
-                    self._rotation.find_generations(tail.real, tail.pattern, self._discovery.last_scan, tail.family)
+                if tail is not None:
+                    self._opened(tail, self._discovery.last_scan)
             dirs = {os.path.dirname(e.path) for e in events}
             for tail in self._registry:
                 if os.path.dirname(tail.path) in dirs or os.path.dirname(tail.real) in dirs:
@@ -157,6 +159,10 @@ class FileServer:
                     if copies:
                         self._rotation.check_copies(tail, only=copies)
                     self._rotation.check_name(tail)
+            for event in events:
+                tail = self._discovery.consider_target(event.path) if event.appeared else None
+                if tail is not None:
+                    self._opened(tail, self._discovery.last_scan)
             for path in dict.fromkeys(e.path for e in events):
                 self._search_orphaned(path)
             self._watch_new_dirs()
@@ -171,11 +177,17 @@ class FileServer:
             self._rotation.check_name(tail, known_at)
         since = self._discovery.last_scan
         for tail in self._discovery.scan(known_at=known_at):
-            if since is not None:
-                self._rotation.find_generations(tail.real, tail.pattern, since, tail.family)
+            self._opened(tail, since)
         for path in self._discovery.paths.literal_paths():
             self._search_orphaned(path, since)
         self._watch_dirs()
+
+    def _opened(self, tail: Tail, since: float | None) -> None:
+        """A file just followed by its name: what its arrival displaced, generations beside it written since
+        our last look and, under a symlink, the targets the link had meanwhile."""
+        if since is not None:
+            self._rotation.find_generations(tail.real, tail.pattern, since, tail.family)
+        self._rotation.relinked(tail)
 
     def _search_orphaned(self, path: str, since: float | None = None) -> None:
         """A name a glob matches, with no file of ours holding it (gone, or never seen): generations rotated
@@ -218,6 +230,8 @@ class FileServer:
             result = tail.read(self._buffer)
         except OSError as exc:
             self._discovery.problems.cannot_read(tail.path, tail.pattern, exc)
+            if tail.rotated is not None:  # unread, it would hold back its family's newer files for ever
+                self._abandon(tail, f"reading it failed: {exc.strerror}")
             return False
         if isinstance(result, Truncated):
             self._rotation.truncated(tail, result.head)
@@ -255,7 +269,7 @@ class FileServer:
             tail.in_sink -= 1
             self._parked = False
         if tail.give_up and tail.in_sink == 0 and tail.fd >= 0:
-            self._give_up(tail)
+            self._give_up(tail, tail.give_up)
 
     def _serve_now(self, changes: Changes) -> bool:
         """The quick path: writes to followed files, served from the event loop while the reader waits; True
@@ -407,7 +421,7 @@ class FileServer:
             taken = self._take(tail, time.time())
             if isinstance(taken, Chunk):
                 await self._emit(tail, taken)
-            if taken:
+            if taken or tail.fd < 0:
                 continue
             unfinished = tail.unfinished()
             if unfinished is not None:
@@ -424,12 +438,16 @@ class FileServer:
         now = time.monotonic()
         for tail in self._registry:
             if tail.rotated is not None and now - tail.rotated_at >= self._config.rotate_wait_max:
-                if tail.in_sink and self._sink.reads_descriptor:
-                    tail.give_up = True
-                else:
-                    self._give_up(tail)
+                self._abandon(tail, "the sink did not take it within --rotate-wait-max")
 
-    def _give_up(self, tail: Tail) -> None:
+    def _abandon(self, tail: Tail, why: str) -> None:
+        """Give up a rotated file now, or when the sink returns if it may still be copying from it."""
+        if tail.in_sink and self._sink.reads_descriptor:
+            tail.give_up = why
+        else:
+            self._give_up(tail, why)
+
+    def _give_up(self, tail: Tail, why: str) -> None:
         try:
             size = os.fstat(tail.fd).st_size
         except OSError:
@@ -437,8 +455,7 @@ class FileServer:
         unread = max(size - tail.ledger.committed, 0)
         if unread:
             self._observer.given_up(tail.pattern, unread)
-            log.warning("rotated_file_given_up", path=tail.path, unread_bytes=unread,
-                        hint="the sink did not take it within --rotate-wait-max")
+            log.warning("rotated_file_given_up", path=tail.path, unread_bytes=unread, hint=why)
         self._registry.release(tail, skip_to=size)
 
     # -- housekeeping -------------------------------------------------------------------------------

@@ -56,7 +56,9 @@ class Tail:
     ``looked_at`` is when a read last found the content as we knew it; ``known_since`` when we began to
     know the file (now, or the state file's time for a file resumed after a restart): a copy of it cannot
     be older. ``family`` is the name (the path a glob found) whose successive generations and copies this file
-    belongs to: within a family, an older file is read to its end before a newer one is read on.
+    belongs to: within a family, an older file is read to its end before a newer one is read on. ``named`` is
+    the real name its copies extend: the one it had when we knew it by name, also once found away from it
+    after a restart (``app.log`` for a file resumed at ``app.log.5``).
     """
 
     __slots__ = (
@@ -78,6 +80,7 @@ class Tail:
         "last_growth",
         "ledger",
         "looked_at",
+        "named",
         "path",
         "pattern",
         "pending",
@@ -100,6 +103,7 @@ class Tail:
         self.path = path
         real = os.path.realpath(path)
         self.real = path if real == path else real  # one string, not two equal ones, per file
+        self.named = self.real
         self.pattern = pattern
         self.family = family or path
         self.pos = offset
@@ -122,7 +126,7 @@ class Tail:
         self.size = 0
         self.behind_since: float | None = None
         self.in_sink = 0
-        self.give_up = False
+        self.give_up = ""  # why a rotated file is given up once the sink returns
         self.splitting = False  # inside a line over --max-line-bytes: its pieces count as one
         self.source = self._source()
 
@@ -133,6 +137,12 @@ class Tail:
     def resume(self) -> int:
         """Where reading would restart after a crash: just past the last complete line read."""
         return self.pos - len(self.pending)
+
+    def marker_at_resume(self) -> bytes:
+        """The bytes just before :attr:`resume`, as far as we hold them: those before our position, less the
+        partial line at its end."""
+        cut = len(self.before) - len(self.pending)
+        return self.before[:cut] if cut > 0 else b""
 
     def read(self, buffer: ReadBuffer) -> Chunk | Truncated | None:
         """Read one chunk and frame it; None when there is nothing new. Raises OSError.
