@@ -6,16 +6,18 @@ or less often when writing the state takes long), and otherwise within :data:`PR
 committed; a SIGKILL then repeats at most that much of the lines, whatever ``--checkpoint-interval`` says.
 Every ``--checkpoint-interval`` the state is rewritten if files came or went since the last write, and
 every :data:`REFRESH` even if none did (so ``seen`` times and the checkpoint-age metric stay fresh). Writes
-happen one at a time, in a thread of their own; the final write at shutdown waits for any write still
-under way.
+happen one at a time, in a thread of their own that the loop hands the newest entries to and never waits
+for (a completion reported back would wake the loop once more per write); the final write at shutdown
+waits for any write still under way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 from sidecar.core.checkpoint import CheckpointStore, Entry
 from sidecar.core.events import Observer
@@ -51,7 +53,7 @@ class Checkpointer:
         self._forget_after = forget_after
         self._dirty_since: float | None = None
         self._kick = asyncio.Event()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._writer = _Writer(self._save)
         self._saved_at = 0.0
         self._last_write = 0.0
         self._write_took = 0.0
@@ -71,7 +73,6 @@ class Checkpointer:
     async def run(self, finished: asyncio.Event) -> None:
         """Save as the module docstring says until ``finished``; a write under way is never abandoned."""
         next_full = time.monotonic() + self._interval
-        loop = asyncio.get_running_loop()
         stopping = asyncio.ensure_future(self._kick_when(finished))
         try:
             while not finished.is_set():
@@ -97,7 +98,8 @@ class Checkpointer:
                     entries = self._registry.entries(time.time())
                     self._dirty_since = None
                     self._last_write = time.monotonic()
-                    await asyncio.shield(loop.run_in_executor(self._writer, self._save, entries))
+                    self._writer.hand(entries)
+                self._writer.check()
         finally:
             stopping.cancel()
 
@@ -112,8 +114,7 @@ class Checkpointer:
         self._registry.forget_stale(time.time(), self._forget_after)
         entries = self._registry.entries(time.time())
         self._dirty_since = None
-        self._writer.submit(self._save, entries).result()
-        self._writer.shutdown()
+        self._writer.close(entries)
 
     def forget_stale(self) -> None:
         self._registry.forget_stale(time.time(), self._forget_after)
@@ -135,3 +136,52 @@ class Checkpointer:
         self._saved_at = time.time()
         self._write_took = time.monotonic() - began
         self._observer.checkpoint_written(True)
+
+
+class _Writer:
+    """The thread that writes the state file: it takes the newest entries handed to it (a snapshot of every
+    file, so a newer one replaces one not yet written) and writes them, one write at a time. What it raises
+    is raised again in the loop (:meth:`check`), which ends the process with it."""
+
+    def __init__(self, save: Callable[[list[Entry | str]], None]) -> None:
+        self._save = save
+        self._ready = threading.Condition()
+        self._next: list[Entry | str] | None = None
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
+        self._thread.start()
+
+    def hand(self, entries: list[Entry | str]) -> None:
+        with self._ready:
+            self._next = entries
+            self._ready.notify()
+
+    def close(self, entries: list[Entry | str]) -> None:
+        """Write ``entries`` last, after any write under way, and end the thread."""
+        with self._ready:
+            self._next = entries
+            self._closing = True
+            self._ready.notify()
+        self._thread.join()
+        self.check()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while self._next is None and not self._closing:
+                    self._ready.wait()
+                entries, self._next = self._next, None
+                last = self._closing
+            try:
+                if entries is not None:
+                    self._save(entries)
+            except BaseException as exc:  # raised again in the loop, which ends the process with it
+                self._error = exc
+                return
+            if last:
+                return
