@@ -58,13 +58,17 @@ def _copies_since(tail: Tail) -> float:
 def _own_names(candidates: list[_Candidate], directory: str) -> frozenset[str]:
     """Those of ``candidates`` whose names extend no other name in ``directory``: a copy is named after its
     original (``app.log.1``, ``0.log.20261201-101500``), so an empty one of these is a file of its own, such
-    as a target a link pointed at between two of our looks."""
+    as a target a link pointed at between two of our looks. Only empty candidates are looked at, and the
+    directory is listed again only when there is one (rarely: most candidates hold lines)."""
+    empty = [c for c in candidates if c.st.st_size == 0]
+    if not empty:
+        return frozenset()
     try:
         names = os.listdir(directory)
     except OSError:
         return frozenset()
     own = set()
-    for candidate in candidates:
+    for candidate in empty:
         base = os.path.basename(candidate.path)
         if not any(name != base and base.startswith(name) for name in names):
             own.add(candidate.path)

@@ -23,7 +23,7 @@ import contextlib
 import os
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sidecar.core.checkpoint import CheckpointStore
 from sidecar.core.checkpointer import Checkpointer
@@ -148,10 +148,7 @@ class FileServer:
         try:
             if self._deadline is not None:
                 return
-            for event in events:
-                tail = self._discovery.consider_path(event.path) if event.appeared else None
-                if tail is not None:
-                    self._opened(tail, self._discovery.last_scan)
+            self._open_appeared(events, self._discovery.consider_path)
             dirs = {os.path.dirname(e.path) for e in events}
             for tail in self._registry:
                 if os.path.dirname(tail.path) in dirs or os.path.dirname(tail.real) in dirs:
@@ -159,16 +156,19 @@ class FileServer:
                     if copies:
                         self._rotation.check_copies(tail, only=copies)
                     self._rotation.check_name(tail)
-            for event in events:
-                tail = self._discovery.consider_target(event.path) if event.appeared else None
-                if tail is not None:
-                    self._opened(tail, self._discovery.last_scan)
+            self._open_appeared(events, self._discovery.consider_target)
             for path in dict.fromkeys(e.path for e in events):
                 self._search_orphaned(path)
             self._watch_new_dirs()
         except Exception as exc:  # raised again by the reader, which ends the process with it
             self._callback_error = exc
             self._watcher.wake()
+
+    def _open_appeared(self, events: list[NameEvent], consider: Callable[[str], Tail | None]) -> None:
+        for event in events:
+            tail = consider(event.path) if event.appeared else None
+            if tail is not None:
+                self._opened(tail, self._discovery.last_scan)
 
     def _rescan(self) -> None:
         """Check every name (the safety net under the watcher), then look for new files."""
