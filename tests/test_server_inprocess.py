@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.core.checkpoint import CheckpointStore
-from sidecar.core.config import FollowConfig
+from sidecar.core.config import FollowConfig, WatchBackend
 from sidecar.core.events import NullObserver
 from sidecar.core.server import FileServer, TaskFailed
 from sidecar.core.sink import Batch
@@ -46,16 +46,17 @@ class FreezingSink(Unbuffered):
         return False
 
 
-def _config(tmp_path: Path, path: Path) -> FollowConfig:
+def _config(tmp_path: Path, path: Path, watch: WatchBackend = "auto") -> FollowConfig:
     return FollowConfig(paths=(str(path),), checkpoint_dir=tmp_path / "state", poll_interval=0.2,
-                        checkpoint_interval=5.0, rotate_wait=0.3)
+                        checkpoint_interval=5.0, rotate_wait=0.3, watch=watch)
 
 
-def _run_server(tmp_path: Path, path: Path, body: Callable[[FreezingSink, FileServer], object]) -> FreezingSink:
+def _run_server(tmp_path: Path, path: Path, body: Callable[[FreezingSink, FileServer], object],
+                watch: WatchBackend = "auto") -> FreezingSink:
     sink = FreezingSink()
 
     async def main() -> None:
-        server = FileServer(_config(tmp_path, path), sink, NullObserver())
+        server = FileServer(_config(tmp_path, path, watch), sink, NullObserver())
         stop = asyncio.Event()
         task = asyncio.create_task(server.run(stop))
         await asyncio.sleep(0.2)
@@ -234,6 +235,45 @@ def test_a_failing_housekeeping_task_ends_the_server_with_a_clear_error(
     with pytest.raises(TaskFailed, match="housekeeping broke"):
         asyncio.run(main())
     assert (tmp_path / "state" / "sidecar-state.json").exists(), "the last checkpoint is still written"
+
+
+@pytest.mark.parametrize("watch", ["auto", "poll"])
+@pytest.mark.parametrize("rotations", [1, 2, 3])
+def test_rename_burst_after_a_partial_first_line_reads_every_generation_in_order(
+    rotations: int, watch: WatchBackend, tmp_path: Path
+) -> None:
+    """Of the file we follow we read only the first bytes of its first line (a timestamp's year, which every
+    generation's first line begins with too) when, while nothing of ours runs, it gets its lines and is
+    renamed away under a burst of generations, then deleted. A newer generation must not be taken for its
+    copy: that read it first (with a poll watcher, whose rescan looks at names before it opens new files)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.write_bytes(b"2026-")
+    written = [b"2026-"]
+
+    def lines(tag: bytes, count: int) -> bytes:
+        return b"".join(b"2026-12-02T18:00:%02d %s line %d\n" % (i % 60, tag, i) for i in range(count))
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await until(lambda: any(t.pos == 5 for t in server._registry))
+        written.append(b"12-02T18:00:00 first\n" + lines(b"first", 47))
+        with app.open("ab") as out:
+            out.write(written[-1])
+        for number in range(rotations):
+            for older in range(rotations, 0, -1):
+                if (logs / f"app.log.{older}").exists():
+                    (logs / f"app.log.{older}").rename(logs / f"app.log.{older + 1}")
+            app.rename(logs / "app.log.1")
+            written.append(lines(b"next%d" % number, 48))
+            app.write_bytes(written[-1])
+            time.sleep(0.003)
+        (logs / f"app.log.{rotations}").unlink()
+        await until(lambda: bytes(sink.out).count(b"\n") >= b"".join(written).count(b"\n"), timeout=3)
+        await asyncio.sleep(0.3)
+
+    sink = _run_server(tmp_path, app, body, watch)
+    assert bytes(sink.out) == b"".join(written)
 
 
 def test_a_line_written_a_few_bytes_at_a_time_is_not_taken_for_a_rewrite(tmp_path: Path) -> None:

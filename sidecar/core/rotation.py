@@ -101,8 +101,10 @@ class Rotation:
 
         Before it is let go, copies beside it are looked at: it may have been truncated unseen first
         (copytruncate, then a rename), and what the copies hold comes before what it holds now. Of a file
-        we read nothing from, a new sibling is as likely its successor: that is left to the event order
-        (:meth:`FileServer._on_names`) and to the generation search.
+        we read no complete line from, a new sibling is as likely its successor: a few bytes of a first line
+        (a timestamp's year) begin every generation's first line too, so taking one for a copy would read a
+        newer generation first. That is left to the event order (:meth:`FileServer._on_names`) and to the
+        generation search, which read such a sibling whole: nothing of the file was emitted yet.
         """
         if tail.rotated is not None:
             return
@@ -118,7 +120,7 @@ class Rotation:
                 return
         except OSError:
             pass
-        if tail.pos:
+        if tail.resume:
             self.check_copies(tail, moved_after=True)
         try:
             deleted = os.fstat(tail.fd).st_nlink == 0
