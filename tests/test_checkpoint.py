@@ -42,7 +42,7 @@ def test_rendered_entry_text_is_the_entrys_json_and_loads_back(tmp_path: Path, p
         entry = Entry(7, 42, fingerprint, len(fingerprint) // 2, offset, path, "/var/log/*.log", seen, mark=mark,
                       mark_len=len(mark) // 2)
         fp = Fingerprint(fingerprint, entry.fp_len)
-        rendered = text.render(FileKey(7, 42), fp, offset, seen, mark, entry.mark_len)
+        rendered = text.render(FileKey(7, 42), fp, offset, repr(seen), mark, entry.mark_len)
         assert rendered == json.dumps(asdict(entry), separators=(",", ":"))
         store = CheckpointStore(tmp_path)
         store.prepare()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from pathlib import Path
+
+import pytest
 
 from sidecar.core.paths import PathsProvider
 from tests.checker import assert_exactly_once
@@ -19,6 +22,20 @@ def test_exclude_matches_the_file_name_or_with_a_slash_the_whole_path(tmp_path: 
     (tmp_path / "debug" / "x.log").write_text("")
     provider = PathsProvider((f"{tmp_path}/**/*.log",), ("skip.*", f"{tmp_path}/debug/*"))
     assert [Path(f.path).name for f in provider.scan()] == ["keep.log"]
+
+
+@pytest.mark.parametrize("name", ["*.log", "app-?.log", "[ab]*.log", "*", ".*.log", "app-1.log", "*.missing"])
+def test_a_scan_finds_what_glob_finds(name: str, tmp_path: Path) -> None:
+    """A pattern with wildcards in its file name only is listed without ``glob``: the same paths, hidden
+    names, directories, symlinks (broken ones too) and a directory that does not exist included."""
+    for file in ("app-1.log", "app-2.log", "b.log", ".hidden.log", "notes.txt", "app-10.log"):
+        (tmp_path / file).write_text("x\n")
+    (tmp_path / "dir.log").mkdir()
+    (tmp_path / "link.log").symlink_to(tmp_path / "app-1.log")
+    (tmp_path / "broken.log").symlink_to(tmp_path / "gone")
+    for directory in (tmp_path, tmp_path / "absent"):
+        pattern = f"{directory}/{name}"
+        assert [f.path for f in PathsProvider((pattern,)).scan()] == sorted(glob.glob(pattern)), pattern
 
 
 def test_watch_dirs_cover_the_fixed_prefix_and_every_matching_level(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from sidecar.core.watch import Changes
 from sidecar.core.watch.inotify import InotifyWatcher
 
 
@@ -126,3 +127,25 @@ def test_a_directory_watched_again_reports_its_files_by_their_path(tmp_path: Pat
             assert str(tmp_path / "old" / "app.log") not in paths
 
     asyncio.run(scenario())
+
+
+def test_queued_tells_whether_events_wait_without_reading_them(tmp_path: Path) -> None:
+    """The data callback asks whether names wait before it reads them; a wrong no would serve a write
+    before the rename that came before it."""
+    watcher = InotifyWatcher()
+    try:
+        watcher.watch({str(tmp_path)})
+        names, data = watcher._names, watcher._data
+        assert not names.queued()
+        assert not data.queued()
+        _append(tmp_path / "app.log")
+        assert names.queued()
+        assert data.queued()
+        changes = Changes()
+        assert names.read(changes)
+        assert not names.queued()
+        assert data.queued()
+        (tmp_path / "app.log").rename(tmp_path / "app.log.1")
+        assert names.queued()
+    finally:
+        watcher.close()

@@ -90,10 +90,12 @@ class EntryText:
     def __init__(self, path: str, pattern: str) -> None:
         self._names = f',"path":{json.dumps(path)},"pattern":{json.dumps(pattern)},"seen":'
 
-    def render(self, key: FileKey, fp: Fingerprint, offset: int, seen: float, mark: str, mark_len: int) -> str:
-        """The fingerprint and ``mark`` are hex digests (or empty), which JSON holds as they are."""
+    def render(self, key: FileKey, fp: Fingerprint, offset: int, seen: str, mark: str, mark_len: int) -> str:
+        """The fingerprint and ``mark`` are hex digests (or empty), which JSON holds as they are; ``seen`` is
+        the save's time as JSON holds it (``repr``), formatted once per save: a float's repr is a third of
+        the cost of an entry."""
         return (f'{{"dev":{key.dev},"ino":{key.ino},"fingerprint":"{fp.digest}","fp_len":{fp.length},"offset":'
-                f'{offset}{self._names}{seen!r},"gone_since":null,"mark":"{mark}","mark_len":{mark_len}}}')
+                f'{offset}{self._names}{seen},"gone_since":null,"mark":"{mark}","mark_len":{mark_len}}}')
 
 
 Check = Callable[[object], str | None]

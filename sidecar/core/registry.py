@@ -206,7 +206,8 @@ class Registry:
 
     def entries(self, now: float) -> list[Entry | str]:
         """What a checkpoint holds: every open file's committed position (rendered), then the saved ones."""
-        return [*(t.entry_text(now) for t in self._tails), *self._known.values()]
+        seen = repr(now)
+        return [*(t.entry_text(seen) for t in self._tails), *self._known.values()]
 
     def forget_stale(self, now: float, forget_after: float) -> None:
         """Drop saved positions of files gone from their path for ``forget_after``; refresh the others."""

@@ -111,10 +111,10 @@ class Rotation:
         now = time.time()
         try:
             st = os.stat(tail.path)
-            key = FileKey.of(st)
+            same = st.st_ino == tail.key.ino and st.st_dev == tail.key.dev
             if known_at is not None:
-                known_at[tail.path] = key
-            if key == tail.key:
+                known_at[tail.path] = tail.key if same else FileKey.of(st)
+            if same:
                 tail.seen_at_path = now
                 tail.size = max(tail.size, st.st_size)
                 return

@@ -436,8 +436,8 @@ class FileServer:
         so that a deleted file's disk space is not held for ever; its unread bytes are counted. A file the
         sink may still be copying from in the kernel is given up when the sink returns."""
         now = time.monotonic()
-        for tail in self._registry:
-            if tail.rotated is not None and now - tail.rotated_at >= self._config.rotate_wait_max:
+        for tail in self._registry.rotated():
+            if now - tail.rotated_at >= self._config.rotate_wait_max:
                 self._abandon(tail, "the sink did not take it within --rotate-wait-max")
 
     def _abandon(self, tail: Tail, why: str) -> None:
@@ -461,17 +461,21 @@ class FileServer:
     # -- housekeeping -------------------------------------------------------------------------------
 
     def _report(self) -> None:
+        """Backlog and its age: every poll, over every file, so written for the file that is not behind."""
         now = time.monotonic()
         behind = 0
         oldest = now
         for tail in self._registry:
-            lag = max(tail.size - tail.ledger.committed, 0)
-            behind += lag
-            if lag == 0:
+            lag = tail.size - tail.ledger.committed
+            if lag <= 0:
                 tail.behind_since = None
-            elif tail.behind_since is None:
+                continue
+            behind += lag
+            since = tail.behind_since
+            if since is None:
                 tail.behind_since = now
-            oldest = min(oldest, tail.behind_since or now)
+            elif since < oldest:
+                oldest = since
         self._observer.files_watched(len(self._registry))
         self._observer.backlog(behind, now - oldest)
 

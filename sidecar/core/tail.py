@@ -42,9 +42,10 @@ class Truncated:
     head: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
-    """Complete lines read in one go; ``base`` is the file offset the buffer's first byte stands for."""
+    """Complete lines read in one go; ``base`` is the file offset the buffer's first byte stands for. Not
+    frozen: one is made per read, and a frozen dataclass takes three times as long to make."""
 
     pieces: list[Piece]
     base: int
@@ -252,12 +253,13 @@ class Tail:
         return Entry(self.key.dev, self.key.ino, self.fp.digest, self.fp.length, committed, self.real, self.pattern,
                      now, mark=mark, mark_len=length)
 
-    def entry_text(self, now: float) -> str:
-        """:meth:`entry` as the state file holds it, without building it (see :class:`EntryText`)."""
+    def entry_text(self, seen: str) -> str:
+        """:meth:`entry` as the state file holds it, without building it (see :class:`EntryText`); ``seen`` is
+        the time in JSON."""
         if self._text is None:
             self._text = EntryText(self.real, self.pattern)
         committed, mark, length = self._marked()
-        return self._text.render(self.key, self.fp, committed, now, mark, length)
+        return self._text.render(self.key, self.fp, committed, seen, mark, length)
 
     def _marked(self) -> tuple[int, str, int]:
         """The committed position and its offset marker, taken again only when the position moved."""

@@ -19,8 +19,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import struct
+import termios
 
 from sidecar.core.watch.base import Changes, DataCallback, NameChange, NameEvent, NamesCallback
 from sidecar.errors import SidecarError
@@ -51,6 +53,8 @@ _HEADER = struct.Struct("iIII")
 _READ_BYTES = 65536
 _LARGEST_EVENT = _HEADER.size + 256
 """An event's header and the longest name (255 bytes and its NUL)."""
+_NONE_QUEUED = bytes(4)
+"""FIONREAD's answer (an int) when nothing is queued."""
 _TIMER_SLACK = 0.001
 """A timeout this close to its deadline counts as due (the loop runs timers up to its clock resolution early)."""
 
@@ -75,6 +79,7 @@ class _Instance:
         self._wds: dict[str, int] = {}
         self._dirs: dict[int, str] = {}
         self._last: tuple[int, bytes, str] = (-1, b"", "")
+        self._count = bytearray(_NONE_QUEUED)
 
     def watch(self, dirs: set[str]) -> dict[str, int]:
         """Watch exactly ``dirs``; returns those that could not be watched, with the errno why."""
@@ -89,6 +94,12 @@ class _Instance:
             else:
                 failed[new] = ctypes.get_errno()
         return failed
+
+    def queued(self) -> bool:
+        """Whether events wait, asked without reading: a read that finds none raises, and costs more than
+        the question (this is asked on every write the loop is told of)."""
+        fcntl.ioctl(self.fd, termios.FIONREAD, self._count)
+        return self._count != _NONE_QUEUED
 
     def read(self, into: Changes, names: list[NameEvent] | None = None) -> bool:
         """Read every queued event without blocking into ``into`` (new names also into ``names``).
@@ -218,7 +229,8 @@ class InotifyWatcher:
                 self._loop.remove_reader(self._data.fd)
                 self._data_watched = False
             return
-        self._names_ready()  # names first: a write must not be served before the rename that came before it
+        if self._names.queued():  # names first: a write must not be served before the rename that came before it
+            self._names_ready()
         pending = self._pending
         if (self._on_data is not None and not waiter.done() and not pending.structure and not pending.everything
                 and pending.paths and self._on_data(pending)):
@@ -259,7 +271,8 @@ class InotifyWatcher:
         return changes
 
     def take_queued(self, into: Changes) -> None:
-        self._data.read(into)
+        if self._data.queued():
+            self._data.read(into)
 
     def _timer_fired(self) -> None:
         """The timeout of the wait that set the timer, which may be an earlier one: a wait still pending and
