@@ -51,6 +51,10 @@ class EventLogger:
         if self._logger.isEnabledFor(level):
             self._logger.log(level, event, extra={"fields": fields})
 
+    def enabled_for_debug(self) -> bool:
+        """For a debug event whose fields cost something to build: build them only when it is shown."""
+        return self._logger.isEnabledFor(logging.DEBUG)
+
     def debug(self, event: str, **fields: Any) -> None:
         self._log(logging.DEBUG, event, fields)
 

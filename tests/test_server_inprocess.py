@@ -22,6 +22,7 @@ from sidecar.core.events import NullObserver
 from sidecar.core.server import FileServer, TaskFailed
 from sidecar.core.sink import Batch
 from sidecar.core.tail import Chunk, ReadBuffer, Tail, Truncated
+from sidecar.core.watch import NameEvent
 from tests.checker import check
 from tests.sinks import Unbuffered, until
 from tests.writer import LogWriter
@@ -274,6 +275,122 @@ def test_rename_burst_after_a_partial_first_line_reads_every_generation_in_order
 
     sink = _run_server(tmp_path, app, body, watch)
     assert bytes(sink.out) == b"".join(written)
+
+
+@pytest.mark.parametrize("complete_lines", [0, 3])
+def test_copytruncate_then_rename_while_frozen_reads_the_copy_before_what_the_file_holds_now(
+    complete_lines: int, tmp_path: Path
+) -> None:
+    """While nothing of ours runs, the file is copied and truncated, gets new lines, then is renamed away
+    (the copy shifted on before it). The events say the copy was created while the file held its name: it
+    is looked at before the newcomer is opened, whose generation search would take it for a generation
+    and read it after the file. Also when all we had read of the file was the start of a line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+
+    def lines(tag: bytes, count: int) -> bytes:
+        return b"".join(b"2026-12-02T18:00:%02d %s line %d\n" % (i % 60, tag, i) for i in range(count))
+
+    written = [lines(b"first", complete_lines) + b"2026-"]
+    app.write_bytes(written[0])
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await until(lambda: any(t.pos == len(written[0]) for t in server._registry))
+        written.append(b"12-02T18:00:00 copied\n" + lines(b"copied", 47))
+        with app.open("ab") as out:
+            out.write(written[-1])
+        shutil.copyfile(app, logs / "app.log.1")
+        os.truncate(app, 0)
+        written.append(lines(b"after", 30))
+        with app.open("ab") as out:
+            out.write(written[-1])
+        (logs / "app.log.1").rename(logs / "app.log.2")
+        app.rename(logs / "app.log.1")
+        written.append(lines(b"next", 20))
+        app.write_bytes(written[-1])
+        await until(lambda: bytes(sink.out).count(b"\n") >= b"".join(written).count(b"\n"), timeout=3)
+        await asyncio.sleep(0.3)
+
+    sink = _run_server(tmp_path, app, body)
+    assert bytes(sink.out) == b"".join(written)
+
+
+def _searched(tmp_path: Path, make: Callable[[Path, FileServer], None], order: list[str], last: bytes) -> bytes:
+    """``app.log`` holds "current"; once it is read, ``make`` makes generations beside it and searches, all
+    before the reader runs again; the registry must then hold the files in ``order``. What came out."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.write_bytes(b"current\n")
+
+    def search(sink: FreezingSink, server: FileServer) -> object:
+        async def body() -> None:
+            await until(lambda: bytes(sink.out) == b"current\n")
+            make(app, server)
+            assert [Path(t.path).name for t in server._registry] == order
+            await until(lambda: last in bytes(sink.out))
+
+        return body()
+
+    return bytes(_run_server(tmp_path, app, search).out)
+
+
+def _search(server: FileServer, app: Path) -> None:
+    server._rotation.find_generations(str(app), str(app), time.time() - 5, str(app))
+
+
+def _written_at(path: Path, data: bytes, stamp_ns: int) -> None:
+    path.write_bytes(data)
+    os.utime(path, ns=(stamp_ns, stamp_ns))
+
+
+def test_generations_found_within_one_tick_are_ordered_by_the_events(tmp_path: Path) -> None:
+    """Two generations with the same modification time (the file clock ticks every few milliseconds) and
+    names that suggest the opposite order: the events that created and renamed them tell which came first."""
+
+    def make(app: Path, server: FileServer) -> None:
+        later, earlier = app.with_name("app.log.7"), app.with_name("app.log.3")
+        stamp = app.stat().st_mtime_ns - 10**9  # both written before the file that holds the name
+        _written_at(later, b"later\n", stamp)
+        _written_at(earlier, b"earlier\n", stamp)
+        events = [NameEvent(str(app), "created"), NameEvent(str(app), "gone", 1),
+                  NameEvent(str(earlier), "moved_in", 1), NameEvent(str(app), "created"),
+                  NameEvent(str(app), "gone", 2), NameEvent(str(later), "moved_in", 2)]
+        with server._rotation.arrivals(events):
+            _search(server, app)
+
+    out = _searched(tmp_path, make, ["app.log.3", "app.log.7", "app.log"], b"later\n")
+    assert out == b"current\nearlier\nlater\n"
+
+
+def test_a_generation_found_late_goes_before_the_rotated_files_written_after_it(tmp_path: Path) -> None:
+    """A generation missed by one search (it was between names) and found by the next is older than the
+    rotated file the first search found: it is read first."""
+
+    def make(app: Path, server: FileServer) -> None:
+        now = time.time_ns()
+        _written_at(app.with_name("app.log.1"), b"newer\n", now - 10**9)
+        _search(server, app)
+        _written_at(app.with_name("app.log.2"), b"older\n", now - 2 * 10**9)
+        _search(server, app)
+
+    out = _searched(tmp_path, make, ["app.log.2", "app.log.1", "app.log"], b"newer\n")
+    assert out == b"current\nolder\nnewer\n"
+
+
+def test_a_generation_written_after_the_file_we_think_holds_the_name_goes_after_it(tmp_path: Path) -> None:
+    """The search a newcomer starts can find a generation renamed away after the newcomer was opened: it was
+    last written after the newcomer, so it is the newer of the two, and the newcomer's lines come first."""
+
+    def make(app: Path, server: FileServer) -> None:
+        with app.open("ab") as out:
+            out.write(b"more\n")
+        _written_at(app.with_name("app.log.1"), b"newer\n", app.stat().st_mtime_ns + 10**9)
+        _search(server, app)
+
+    out = _searched(tmp_path, make, ["app.log", "app.log.1"], b"newer\n")
+    assert out == b"current\nmore\nnewer\n"
 
 
 def test_a_line_written_a_few_bytes_at_a_time_is_not_taken_for_a_rewrite(tmp_path: Path) -> None:

@@ -137,6 +137,18 @@ class Registry:
         live = [t for t in chosen if t.fd >= 0 and self._by_key.get(t.key) is t]
         return sorted(live, key=self._tails.index)
 
+    def written_after(self, family: str, mtime_ns: int, newest: Tail | None) -> Tail | None:
+        """What a file of ``family`` last written at ``mtime_ns`` goes just before (None: after every file):
+        the first of the family's rotated files, in reading order, written after it, else ``newest``, the
+        file that holds the name as far as we know, unless even that was last written before it. A
+        generation found late (it was between names when an earlier search looked) is older than those
+        found before it; one found as the search of a newcomer begins may be newer than the newcomer,
+        renamed on since it was opened."""
+        later = [t for t in self._rotated if t.family == family and _written(t) > mtime_ns]
+        if newest is not None and newest in self._tails and _written(newest) >= mtime_ns:
+            later.append(newest)
+        return min(later, key=self._tails.index) if later else None
+
     def holder_for(self, path: str) -> Tail | None:
         """The newest followed file that still holds the name ``path`` is, or extends (``app.log`` for
         ``app.log.1``): generations found beside it go just before it."""
@@ -227,6 +239,14 @@ class Registry:
         for tail in self._tails:
             os.close(tail.fd)
             tail.fd = -1
+
+
+def _written(tail: Tail) -> int:
+    """When the file's content last changed (0 when its descriptor cannot say)."""
+    try:
+        return os.fstat(tail.fd).st_mtime_ns if tail.fd >= 0 else 0
+    except OSError:
+        return 0
 
 
 def _names_extended_by(path: str, strict: bool) -> Iterator[str]:

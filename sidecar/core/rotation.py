@@ -12,10 +12,11 @@ no glob looks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
@@ -25,6 +26,7 @@ from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
 from sidecar.core.siblings import Siblings
 from sidecar.core.tail import Tail
+from sidecar.core.watch import NameEvent
 from sidecar.log import get_logger
 
 log = get_logger("sidecar.core")
@@ -48,6 +50,29 @@ def _age_rank(suffix: str) -> tuple[int, int, str]:
     if numbered is not None:
         return 0, -int(numbered.group(1)), ""
     return 1, 0, suffix
+
+
+def arrival_order(events: list[NameEvent]) -> dict[str, int]:
+    """The files created during ``events``, by the name each has at their end, with the place of its
+    creation among them: renames are followed through their cookies, so that a burst of rotations read
+    after a stall still tells which generation came first when the file clock (a tick of several
+    milliseconds) cannot."""
+    arrived: dict[str, int] = {}
+    moving: dict[int, int] = {}
+    for index, event in enumerate(events):
+        if event.change == "created":
+            arrived[event.path] = index
+        elif event.change == "gone":
+            rank = arrived.pop(event.path, None)
+            if rank is not None and event.cookie:
+                moving[event.cookie] = rank
+        else:
+            rank = moving.pop(event.cookie, None) if event.cookie else None
+            if rank is None:
+                arrived.pop(event.path, None)
+            else:
+                arrived[event.path] = rank
+    return arrived
 
 
 def _copies_since(tail: Tail) -> float:
@@ -93,8 +118,19 @@ class Rotation:
         self._searched: dict[str, tuple[float, float]] = {}
         """By family: when its last generation search began, and where its first one's window began."""
         self._siblings = Siblings()
+        self._arrivals: dict[str, int] = {}
 
     # -- names ---------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def arrivals(self, events: list[NameEvent]) -> Iterator[None]:
+        """While the watcher's ``events`` are acted on, order the files found within one tick of the file
+        clock by when the events say they were created (:func:`arrival_order`)."""
+        self._arrivals = arrival_order(events)
+        try:
+            yield
+        finally:
+            self._arrivals = {}
 
     def check_name(self, tail: Tail, known_at: dict[str, FileKey] | None = None) -> None:
         """Has the tail's name been taken from it (rename, delete, symlink repointed)?
@@ -154,7 +190,7 @@ class Rotation:
             since = min(since, max(last - SEARCH_OVERLAP, floor))
         self._searched[family] = started, floor
         found = self._drop_copies(self._new_siblings(real, since, pattern))
-        if found:
+        if found and log.enabled_for_debug():
             log.debug("generation_search", path=real, found=",".join(f"{c.path}@{c.st.st_mtime_ns}" for c in found))
         self._follow_in_order(found, pattern, self._registry.holder_for(real), family, "generation_found")
 
@@ -276,7 +312,9 @@ class Rotation:
         beside = ((sib.path, sib.st) for sib in self._siblings.of(real))
         found = self._open_unknown(beside, since - MTIME_SLACK, pattern, only)
         base = os.path.basename(real)
-        found.sort(key=lambda c: (c.st.st_mtime_ns, c.st.st_ctime_ns, _age_rank(os.path.basename(c.path)[len(base):])))
+        arrivals = self._arrivals
+        found.sort(key=lambda c: (c.st.st_mtime_ns, arrivals.get(c.path, -1), c.st.st_ctime_ns,
+                                  _age_rank(os.path.basename(c.path)[len(base):])))
         return found
 
     def _candidates_in(self, directory: str, since: float, pattern: str) -> list[_Candidate]:
@@ -351,8 +389,9 @@ class Rotation:
             except OSError:
                 os.close(candidate.fd)
                 continue
+            before = self._registry.written_after(family, candidate.st.st_mtime_ns, newer)
             gen = self._discovery.track(candidate.path, pattern, candidate.key, candidate.fd, 0,
-                                        Fingerprint.of(head), "rename", before=newer, family=family)
+                                        Fingerprint.of(head), "rename", before=before, family=family)
             log.info(event, path=candidate.path, inode=gen.key.ino)
 
     # -- start-up ------------------------------------------------------------------------------------

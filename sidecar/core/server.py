@@ -141,28 +141,35 @@ class FileServer:
         """Names, straight from the watcher: open matching files now, then see what the new ones displaced.
 
         A sibling created while a file still held its name can only be a copy of it (copytruncate); one
-        that appeared after the name moved is a generation. The order of the events tells which. A new file
-        at a followed symlink's target matches no glob: it is opened under the link, once the files it
-        displaced were looked at, as the reader's rescan would open it.
+        that appeared after the name moved is a generation. The order of the events tells which, and the
+        copies are looked at first: the generation search of a newcomer opened before would take them for
+        generations. A new file at a followed symlink's target matches no glob: it is opened under the link,
+        once the files it displaced were looked at, as the reader's rescan would open it. Files found within
+        one tick of the file clock are ordered by the events (:meth:`Rotation.arrivals`).
         """
+        if self._deadline is not None:
+            return
         try:
-            if self._deadline is not None:
-                return
-            self._open_appeared(events, self._discovery.consider_path)
-            dirs = {os.path.dirname(e.path) for e in events}
-            for tail in self._registry:
-                if os.path.dirname(tail.path) in dirs or os.path.dirname(tail.real) in dirs:
-                    copies = _created_before_it_moved(tail, events)
-                    if copies:
-                        self._rotation.check_copies(tail, only=copies)
-                    self._rotation.check_name(tail)
-            self._open_appeared(events, self._discovery.consider_target)
-            for path in dict.fromkeys(e.path for e in events):
-                self._search_orphaned(path)
-            self._watch_new_dirs()
+            with self._rotation.arrivals(events):
+                self._act_on(events)
         except Exception as exc:  # raised again by the reader, which ends the process with it
             self._callback_error = exc
             self._watcher.wake()
+
+    def _act_on(self, events: list[NameEvent]) -> None:
+        dirs = {os.path.dirname(e.path) for e in events}
+        touched = [t for t in self._registry if os.path.dirname(t.path) in dirs or os.path.dirname(t.real) in dirs]
+        for tail in touched:
+            copies = _created_before_it_moved(tail, events)
+            if copies:
+                self._rotation.check_copies(tail, only=copies)
+        self._open_appeared(events, self._discovery.consider_path)
+        for tail in touched:
+            self._rotation.check_name(tail)
+        self._open_appeared(events, self._discovery.consider_target)
+        for path in dict.fromkeys(e.path for e in events):
+            self._search_orphaned(path)
+        self._watch_new_dirs()
 
     def _open_appeared(self, events: list[NameEvent], consider: Callable[[str], Tail | None]) -> None:
         for event in events:
@@ -193,8 +200,10 @@ class FileServer:
         """A name a glob matches, with no file of ours holding it (gone, or never seen): generations rotated
         away from it meanwhile are beside it, and nobody else would look for them."""
         pattern = self._discovery.paths.match(path)
+        if pattern is None:
+            return
         real = os.path.realpath(path)
-        if pattern is None or self._registry.holder_for(real) is not None:
+        if self._registry.holder_for(real) is not None:
             return
         look_from = since if since is not None else self._discovery.last_scan
         if look_from is not None:
