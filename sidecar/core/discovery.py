@@ -17,7 +17,7 @@ from collections.abc import Callable
 from sidecar.core.checkpoint import Entry
 from sidecar.core.config import FollowConfig
 from sidecar.core.events import RotationKind
-from sidecar.core.identity import FileKey, Fingerprint, mark_matches, read_head
+from sidecar.core.identity import FileKey, Fingerprint, mark_matches, open_for_reading, read_head
 from sidecar.core.paths import Found, PathsProvider
 from sidecar.core.problems import Problems
 from sidecar.core.registry import Registry
@@ -81,7 +81,7 @@ class Discovery:
     def open_verified(self, path: str, pattern: str, key: FileKey | None) -> tuple[int, os.stat_result] | None:
         """Open ``path`` if it is still the file ``key`` names (any regular file when ``key`` is None)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = open_for_reading(path)
         except FileNotFoundError:
             return None
         except OSError as exc:

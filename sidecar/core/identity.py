@@ -76,10 +76,28 @@ def read_head(fd: int) -> bytes:
     return os.pread(fd, FP_BYTES, 0)
 
 
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def open_for_reading(path: str) -> int:
+    """A descriptor to read ``path`` without updating its access time where we may (we own the file, or
+    hold CAP_FOWNER): the first read after each write would otherwise dirty the inode, a journal write from
+    the event loop, which waits behind the filesystem's commit when the disk is busy."""
+    try:
+        return os.open(path, _READ_FLAGS | os.O_NOATIME)
+    except PermissionError:
+        return os.open(path, _READ_FLAGS)
+
+
 def read_head_of(path: str) -> bytes | None:
     """The head of a file we do not hold open (a sibling); None when it cannot be read."""
     try:
-        with open(path, "rb") as file:
-            return file.read(FP_BYTES)
+        fd = open_for_reading(path)
     except OSError:
         return None
+    try:
+        return read_head(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
