@@ -158,18 +158,21 @@ class FileServer:
 
     def _act_on(self, events: list[NameEvent]) -> None:
         dirs = {os.path.dirname(e.path) for e in events}
-        touched = [t for t in self._registry if os.path.dirname(t.path) in dirs or os.path.dirname(t.real) in dirs]
-        for tail in touched:
+        for tail in self._in(dirs):
             copies = _created_before_it_moved(tail, events)
             if copies:
                 self._rotation.check_copies(tail, only=copies)
         self._open_appeared(events, self._discovery.consider_path)
-        for tail in touched:
+        for tail in self._in(dirs):
             self._rotation.check_name(tail)
         self._open_appeared(events, self._discovery.consider_target)
         for path in dict.fromkeys(e.path for e in events):
             self._search_orphaned(path)
         self._watch_new_dirs()
+
+    def _in(self, dirs: set[str]) -> list[Tail]:
+        """The followed files in ``dirs``, by name or by real path (a snapshot: checking them opens files)."""
+        return [t for t in self._registry if os.path.dirname(t.path) in dirs or os.path.dirname(t.real) in dirs]
 
     def _open_appeared(self, events: list[NameEvent], consider: Callable[[str], Tail | None]) -> None:
         for event in events:

@@ -97,7 +97,7 @@ class _Instance:
 
     def queued(self) -> bool:
         """Whether events wait, asked without reading: a read that finds none raises, and costs more than
-        the question (this is asked on every write the loop is told of)."""
+        the question (this is asked of the names on every write the loop is told of, and names seldom wait)."""
         fcntl.ioctl(self.fd, termios.FIONREAD, self._count)
         return self._count != _NONE_QUEUED
 
@@ -271,8 +271,7 @@ class InotifyWatcher:
         return changes
 
     def take_queued(self, into: Changes) -> None:
-        if self._data.queued():
-            self._data.read(into)
+        self._data.read(into)
 
     def _timer_fired(self) -> None:
         """The timeout of the wait that set the timer, which may be an earlier one: a wait still pending and
