@@ -149,3 +149,20 @@ def test_queued_tells_whether_events_wait_without_reading_them(tmp_path: Path) -
         assert names.queued()
     finally:
         watcher.close()
+
+
+def test_a_name_that_is_not_utf8_is_reported_as_a_glob_finds_it(tmp_path: Path) -> None:
+    name = b"caf\xe9-\xff.log"
+    path = os.path.join(os.fsencode(tmp_path), name)
+    with open(path, "wb"):
+        pass
+    (found,) = tmp_path.glob("caf*.log")
+
+    async def scenario() -> None:
+        async with _watching(tmp_path) as watcher:
+            with open(path, "ab") as out:
+                out.write(b"line\n")
+            await asyncio.sleep(0.01)
+            assert (await watcher.wait(5.0)).paths == {str(found)}
+
+    asyncio.run(scenario())

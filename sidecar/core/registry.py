@@ -35,10 +35,13 @@ class Registry:
         self._by_name: dict[str, list[Tail]] = {}
         self._rotated: list[Tail] = []
         self._known_paths: dict[str, list[Entry]] | None = None
+        """Saved entries by path, built when asked for and dropped whenever the saved ones change."""
         self._layout: tuple[set[str], dict[str, list[Tail]]] | None = None
         """Directories of the open files, and the files holding names by directory; dropped when files
         come, go or lose their names, so that a poll need not look at every file."""
-        """Saved entries by path, built when asked for and dropped whenever the saved ones change."""
+        self._ranks: dict[Tail, int] | None = None
+        """Each open tail's place in reading order, built when asked for and dropped when files come or go:
+        sorting a wake-up's files by ``list.index`` scanned the whole list once per file."""
 
     def __iter__(self) -> Iterator[Tail]:
         """A snapshot: the registry may change while the caller awaits between items."""
@@ -80,6 +83,7 @@ class Registry:
             self._tails.append(tail)
         self.version += 1
         self.changes += 1
+        self._ranks = None
         self._by_key[tail.key] = tail
         for name in {tail.path, tail.real}:
             self._by_name.setdefault(name, []).append(tail)
@@ -115,6 +119,11 @@ class Registry:
             self._layout = dirs, by_dir
         return self._layout
 
+    def _rank(self) -> dict[Tail, int]:
+        if self._ranks is None:
+            self._ranks = {tail: place for place, tail in enumerate(self._tails)}
+        return self._ranks
+
     @property
     def has_rotated(self) -> bool:
         return bool(self._rotated)
@@ -135,7 +144,7 @@ class Registry:
         if len(chosen) * 16 > len(self._tails):
             return [t for t in self._tails if t in chosen and t.fd >= 0]
         live = [t for t in chosen if t.fd >= 0 and self._by_key.get(t.key) is t]
-        return sorted(live, key=self._tails.index)
+        return sorted(live, key=self._rank().__getitem__)
 
     def written_after(self, family: str, mtime_ns: int, newest: Tail | None) -> Tail | None:
         """What a file of ``family`` last written at ``mtime_ns`` goes just before (None: after every file):
@@ -147,7 +156,7 @@ class Registry:
         later = [t for t in self._rotated if t.family == family and _written(t) > mtime_ns]
         if newest is not None and newest in self._tails and _written(newest) >= mtime_ns:
             later.append(newest)
-        return min(later, key=self._tails.index) if later else None
+        return min(later, key=self._rank().__getitem__) if later else None
 
     def holder_for(self, path: str) -> Tail | None:
         """The newest followed file that still holds the name ``path`` is, or extends (``app.log`` for
@@ -155,7 +164,7 @@ class Registry:
         for named in self.extended_by(path, strict=False):
             holders = [t for t in named if t.rotated is None]
             if holders:
-                return max(holders, key=self._tails.index) if len(holders) > 1 else holders[0]
+                return max(holders, key=self._rank().__getitem__) if len(holders) > 1 else holders[0]
         return None
 
     def links_to(self, real: str) -> list[str]:
@@ -199,6 +208,7 @@ class Registry:
         tail.fd = -1
         self.changes += 1
         self._layout = None
+        self._ranks = None
         self._tails.remove(tail)
         for name in {tail.path, tail.real}:
             named = self._by_name[name]

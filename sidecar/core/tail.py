@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry, EntryText
 from sidecar.core.events import RotationKind
-from sidecar.core.identity import MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
+from sidecar.core.identity import FP_BYTES, MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
 from sidecar.core.ledger import Ledger
 from sidecar.core.lines import Piece, frame
 from sidecar.core.sink import Batch, FileRef, Source
@@ -155,7 +155,7 @@ class Tail:
         """
         before = self.before
         marked = len(before)
-        if marked < MARK_BYTES or not self.fp.complete:
+        if marked < MARK_BYTES or self.fp.length < FP_BYTES:
             head = read_head(self.fd)
             if not self.fp.matches(head):
                 return Truncated(head)
@@ -173,15 +173,17 @@ class Tail:
         if got == 0:
             if not marked and pos and os.fstat(self.fd).st_size < pos:
                 return Truncated(read_head(self.fd))
-            self.size = max(self.size, pos)
+            if self.size < pos:  # noqa: PLR1730 - max() costs a call per read
+                self.size = pos
             self.at_eof = True
             return None
         end = start + got
-        self.pos = pos + got
-        self.size = max(self.size, self.pos)
+        self.pos = now = pos + got
+        if self.size < now:  # noqa: PLR1730
+            self.size = now
         self.at_eof = got < size
         self.last_growth = time.monotonic()
-        self.before = bytes(view[max(start - marked, end - MARK_BYTES) : end])
+        self.before = bytes(buf[end - MARK_BYTES if got > MARK_BYTES - marked else start - marked : end])
         pieces, rest = frame(buf, view, end, buffer.max_line, LEAD)
         self.pending = bytes(view[rest:end]) if rest < end else b""
         return Chunk(pieces, pos - start)
