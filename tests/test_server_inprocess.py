@@ -393,6 +393,29 @@ def test_a_generation_written_after_the_file_we_think_holds_the_name_goes_after_
     assert out == b"current\nmore\nnewer\n"
 
 
+def test_a_generation_found_late_goes_before_every_file_we_think_holds_the_name_written_after_it(
+    tmp_path: Path,
+) -> None:
+    """Two files opened as ``app.log`` one after the other, before the rename of the first was looked at:
+    both still seem to hold the name. A generation between them that the search finds only now is older
+    than the first of them, not only than the newest (seen when a sidecar resumed after a pause of a few
+    milliseconds in a burst of renames: 25 lines came out after the next generation's)."""
+
+    def make(app: Path, server: FileServer) -> None:
+        stamp = app.stat().st_mtime_ns
+        app.rename(app.with_name("app.log.3"))
+        _written_at(app.with_name("app.log.2"), b"between\n", stamp + 10**9)
+        for name, data, late in (("app.log.1", b"second\n", 2), (None, b"newest\n", 3)):
+            _written_at(app, data, stamp + late * 10**9)
+            server._discovery.consider_path(str(app))
+            if name is not None:
+                app.rename(app.with_name(name))
+        _search(server, app)
+
+    out = _searched(tmp_path, make, ["app.log", "app.log.2", "app.log", "app.log"], b"newest\n")
+    assert out == b"current\nbetween\nsecond\nnewest\n"
+
+
 def test_a_line_written_a_few_bytes_at_a_time_is_not_taken_for_a_rewrite(tmp_path: Path) -> None:
     """The offset marker holds the bytes just before our position; a partial line carried from read to read
     must not enter it twice, or the next read thinks the file was rewritten and starts again at 0 (the

@@ -148,12 +148,15 @@ class Registry:
 
     def written_after(self, family: str, mtime_ns: int, newest: Tail | None) -> Tail | None:
         """What a file of ``family`` last written at ``mtime_ns`` goes just before (None: after every file):
-        the first of the family's rotated files, in reading order, written after it, else ``newest``, the
-        file that holds the name as far as we know, unless even that was last written before it. A
-        generation found late (it was between names when an earlier search looked) is older than those
-        found before it; one found as the search of a newcomer begins may be newer than the newcomer,
-        renamed on since it was opened."""
+        the first, in reading order, of the family's files written after it (rotated ones, and those we
+        think hold the name but whose rename we may not have looked at yet), or ``newest``, the file that
+        holds the name as far as we know, unless even that was last written before it. A generation found
+        late (it was between names when an earlier search looked) is older than those found or opened
+        before it; one found as the search of a newcomer begins may be newer than the newcomer, renamed on
+        since it was opened."""
         later = [t for t in self._rotated if t.family == family and _written(t) > mtime_ns]
+        later += [t for t in self._by_name.get(family, ()) if t.rotated is None and t is not newest
+                  and t.family == family and _written(t) > mtime_ns]
         if newest is not None and newest in self._tails and _written(newest) >= mtime_ns:
             later.append(newest)
         return min(later, key=self._rank().__getitem__) if later else None
