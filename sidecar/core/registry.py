@@ -157,7 +157,7 @@ class Registry:
         later = [t for t in self._rotated if t.family == family and _written(t) > mtime_ns]
         later += [t for t in self._by_name.get(family, ()) if t.rotated is None and t is not newest
                   and t.family == family and _written(t) > mtime_ns]
-        if newest is not None and newest in self._tails and _written(newest) >= mtime_ns:
+        if newest is not None and self._by_key.get(newest.key) is newest and _written(newest) >= mtime_ns:
             later.append(newest)
         return min(later, key=self._rank().__getitem__) if later else None
 

@@ -79,10 +79,9 @@ class _Instance:
         self._mask = mask
         self.fd: int = fd
         self._wds: dict[str, int] = {}
-        self._dirs: dict[int, str] = {}
-        self._prefixes: dict[int, str] = {}
-        """What a watched directory's entries' paths begin with: concatenating and decoding a name in C
-        costs a third of ``os.path.join`` and ``os.fsdecode``, paid per event with thousands of files."""
+        self._dirs: dict[int, tuple[str, str]] = {}
+        """By watch: the directory, and what its entries' paths begin with (concatenating and decoding a
+        name in C costs a third of ``os.path.join`` and ``os.fsdecode``, paid per event with thousands of files)."""
         self._last: tuple[int, bytes, str] = (-1, b"", "")
         self._count = bytearray(_NONE_QUEUED)
 
@@ -95,8 +94,7 @@ class _Instance:
             wd = self._libc.inotify_add_watch(self.fd, os.fsencode(new), self._mask)
             if wd >= 0:
                 self._wds[new] = wd
-                self._dirs[wd] = new
-                self._prefixes[wd] = new if new.endswith("/") else new + "/"
+                self._dirs[wd] = new, new if new.endswith("/") else new + "/"
             else:
                 failed[new] = ctypes.get_errno()
         return failed
@@ -144,16 +142,15 @@ class _Instance:
             if mask & IN_IGNORED:
                 self._last = (-1, b"", "")
                 gone = self._dirs.pop(wd, None)
-                self._prefixes.pop(wd, None)
-                if gone is not None and self._wds.get(gone) == wd:
-                    del self._wds[gone]
+                if gone is not None and self._wds.get(gone[0]) == wd:
+                    del self._wds[gone[0]]
                 into.structure = True
                 continue
-            prefix = self._prefixes.get(wd)
-            if prefix is None:
+            watched = self._dirs.get(wd)
+            if watched is None:
                 continue
             name = raw.rstrip(b"\0")
-            path = prefix + name.decode(_FS_ENCODING, _FS_ERRORS) if name else self._dirs[wd]
+            path = watched[1] + name.decode(_FS_ENCODING, _FS_ERRORS) if name else watched[0]
             self._last = (wd, raw, path)
             into.paths.add(path)
             if mask & _NAMES_MASK:
