@@ -10,21 +10,37 @@ empty when last read), or a few hundred lines.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.checker import check
-from tests.conftest import SidecarFactory
+from tests.conftest import SidecarFactory, SidecarProcess
 from tests.test_logrotate import logrotate
 from tests.writer import LogWriter
+
+
+def _copytruncated_while_stopped(sc: SidecarProcess, writer: LogWriter, tmp_path: Path) -> str:
+    """SIGSTOP, five logrotate runs with 3,000 lines into the file before each, 100 lines more, SIGCONT;
+    what went wrong once the sidecar settled, or "" when every line came out once, in order."""
+    sc.pause()
+    for _ in range(5):
+        writer.write(3000)
+        logrotate(tmp_path, writer.path, "    copytruncate")
+    writer.write(100)
+    sc.resume()
+    expected = {"app": writer.written}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected)
+    return "" if report.ok else f"{report.summary()} (of {len(writer.written)} written, 5 copies)\n{sc.stderr()}"
 
 
 @pytest.mark.parametrize("read_first", [0, 400], ids=["empty-when-last-read", "after-reading-400-lines"])
 def test_copytruncate_runs_while_stopped_lose_nothing(
     read_first: int, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
 ) -> None:
-    """Five logrotate runs while stopped, 3,000 lines into the file before each."""
     app = log_dir / "app.log"
     writer = LogWriter(app)
     writer.reopen()
@@ -34,14 +50,24 @@ def test_copytruncate_runs_while_stopped_lose_nothing(
         sc.wait_for_lines(read_first)
     inode = app.stat().st_ino
     sc.wait_for(lambda _: any(ino == inode for _, ino in sc.open_files()), "app.log open")
-    sc.pause()
-    for _ in range(5):
-        writer.write(3000)
-        logrotate(tmp_path, app, "    copytruncate")
-    writer.write(100)
-    sc.resume()
-    expected = {"app": writer.written}
-    sc.settle(expected)
-    assert sc.stop() == 0
-    report = check(sc.output(), expected)
-    assert report.ok, f"{report.summary()} (of {len(writer.written)} written, 5 copies)"
+    failed = _copytruncated_while_stopped(sc, writer, tmp_path)
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("round_", range(8))
+def test_copytruncate_runs_while_stopped_the_moment_the_file_was_opened_lose_nothing(
+    round_: int, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """Stopped within a millisecond of its first open of the file (in some rounds before it has started a
+    tail for it, or read it): the copies made meanwhile are still ours."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.reopen()
+    sc = sidecar(app)
+    inode = app.stat().st_ino
+    deadline = time.monotonic() + 10
+    while not any(ino == inode for _, ino in sc.open_files()):
+        assert time.monotonic() < deadline, f"app.log never opened\n{sc.stderr()}"
+        time.sleep(0.0002)
+    failed = _copytruncated_while_stopped(sc, writer, tmp_path)
+    assert not failed, f"round {round_}: {failed}"

@@ -13,11 +13,14 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sidecar.core import discovery
 from sidecar.core.checkpoint import CheckpointStore
 from sidecar.core.config import FollowConfig, WatchBackend
+from sidecar.core.discovery import Discovery
 from sidecar.core.events import NullObserver
 from sidecar.core.server import FileServer, TaskFailed
 from sidecar.core.sink import Batch
@@ -128,25 +131,36 @@ def test_symlink_repointed_while_the_loop_is_frozen_reads_every_target_in_order(
     assert report.ok, report.summary()
 
 
+def _app_log(tmp_path: Path, lines: int) -> LogWriter:
+    """``logs/app.log`` with ``lines`` lines."""
+    (tmp_path / "logs").mkdir()
+    writer = LogWriter(tmp_path / "logs" / "app.log")
+    writer.reopen()
+    writer.write(lines)
+    return writer
+
+
+def _copytruncate(writer: LogWriter, times: int, lines: int, apart: float) -> None:
+    """``times`` copytruncates as Debian's logrotate does them, ``lines`` written before each, ``apart``
+    seconds apart, then 40 lines more."""
+    logs = writer.path.parent
+    for _ in range(times):
+        for n in range(times, 0, -1):
+            if (logs / f"{writer.path.name}.{n}").exists():
+                (logs / f"{writer.path.name}.{n}").rename(logs / f"{writer.path.name}.{n + 1}")
+        writer.write(lines)
+        shutil.copyfile(writer.path, logs / f"{writer.path.name}.1")
+        os.truncate(writer.path, 0)
+        time.sleep(apart)
+    writer.write(40)
+
+
 @pytest.mark.parametrize("read_first", [0, 300])
 def test_copytruncate_while_the_loop_is_frozen_reads_every_copy_first(read_first: int, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    app = logs / "app.log"
-    writer = LogWriter(app)
-    writer.reopen()
-    writer.write(read_first)
+    writer = _app_log(tmp_path, read_first)
 
     def copytruncate_four_times() -> None:
-        for _ in range(4):
-            for n in range(4, 0, -1):
-                if (logs / f"app.log.{n}").exists():
-                    (logs / f"app.log.{n}").rename(logs / f"app.log.{n + 1}")
-            writer.write(800)
-            shutil.copyfile(app, logs / "app.log.1")
-            os.truncate(app, 0)
-            time.sleep(0.01)
-        writer.write(40)
+        _copytruncate(writer, 4, 800, 0.01)
 
     async def body(sink: FreezingSink, server: FileServer) -> None:
         writer.write(1)
@@ -155,7 +169,42 @@ def test_copytruncate_while_the_loop_is_frozen_reads_every_copy_first(read_first
         sink.freeze = copytruncate_four_times
         await until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written), timeout=3)
 
-    sink = _run_server(tmp_path, app, body)
+    sink = _run_server(tmp_path, writer.path, body)
+    report = check(bytes(sink.out), {"app": writer.written})
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("read_first", [0, 300], ids=["empty", "300-lines"])
+@pytest.mark.parametrize("stopped_in", ["open_for_reading", "open_verified", "track", "read"],
+                         ids=["between-the-open-and-its-fstat", "after-the-fstat", "before-the-tail-starts",
+                              "between-the-look-for-copies-and-the-first-read"])
+def test_copytruncates_while_stopped_between_the_open_and_the_first_read_read_every_copy(
+    stopped_in: str, read_first: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP can land anywhere between a file's open at start-up and the first read of it: the copies
+    made meanwhile hold bytes the file had when we opened it, and are read, oldest first."""
+    writer = _app_log(tmp_path, read_first)
+    owner: Any = {"open_for_reading": discovery, "read": Tail}.get(stopped_in, Discovery)
+    original = getattr(owner, stopped_in)
+    stops = [lambda: _copytruncate(writer, 4, 800, 0.03)]  # further apart than the file clock's slack
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        done = original(*args, **kwargs)
+        if stops:
+            stops.pop()()
+        return done
+
+    def first_then_stop(*args: Any, **kwargs: Any) -> Any:
+        if stops:
+            stops.pop()()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, stopped_in, first_then_stop if stopped_in in ("track", "read") else stopped)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written), timeout=3)
+
+    sink = _run_server(tmp_path, writer.path, body)
     report = check(bytes(sink.out), {"app": writer.written})
     assert report.ok, report.summary()
 

@@ -95,9 +95,10 @@ class Discovery:
         return fd, st
 
     def track(self, path: str, pattern: str, key: FileKey, fd: int, offset: int, fp: Fingerprint,
-              rotated: RotationKind | None = None, before: Tail | None = None, family: str | None = None) -> Tail:
+              rotated: RotationKind | None = None, before: Tail | None = None, family: str | None = None,
+              opened_at: float | None = None) -> Tail:
         tail = Tail(key, fd, path, pattern, offset, fp, self._on_advance, rotated,
-                    family or (before.family if before is not None else None))
+                    family or (before.family if before is not None else None), opened_at)
         self._registry.add(tail, before)
         return tail
 
@@ -152,7 +153,15 @@ class Discovery:
         return None
 
     def consider(self, item: Found, st: os.stat_result, first_start: bool, startup: bool) -> Tail | None:
-        """Start following ``item`` unless it is followed already, too old, or a copy of a followed file."""
+        """Start following ``item`` (``st``: its ``stat`` just before) unless it is followed already, too old,
+        or a copy of a followed file.
+
+        What we know of a new file is what it held when we opened it: its fingerprint covers only the bytes
+        it had at that ``stat`` and still had after the open (none, if it shrank meanwhile), and copies made
+        since count as ours. The process may be stopped (SIGSTOP, CPU throttling) anywhere in between while
+        the file is copytruncated: a fingerprint of bytes written after, or a start time taken after, would
+        make those copies look like strangers, or older than our first look.
+        """
         key = FileKey.of(st)
         if self._registry.open_tail(key) is not None:
             return None
@@ -160,12 +169,15 @@ class Discovery:
         ignore_older = self._config.ignore_older
         if entry is None and ignore_older is not None and time.time() - st.st_mtime > ignore_older:
             return None
+        opened_at, seen_size = time.time(), st.st_size
         opened = self.open_verified(item.path, item.pattern, key)
         if opened is None:
             return None
         fd, st = opened
         try:
-            head = read_head(fd)
+            head = read_head(fd)[: min(seen_size, st.st_size)]
+            if min(st.st_size, os.fstat(fd).st_size) < seen_size:
+                head = b""
         except OSError as exc:
             os.close(fd)
             self.problems.cannot_read(item.path, item.pattern, exc)
@@ -177,7 +189,7 @@ class Discovery:
             os.close(fd)
             return None
         offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
-        return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head))
+        return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head), opened_at=opened_at)
 
     def resume(self, entry: Entry, path: str, fd: int, size: int, head: bytes, keep_at_end: bool,
                rotated: RotationKind | None = None, before: Tail | None = None) -> Tail | None:

@@ -253,6 +253,30 @@ class Rotation:
                 self.truncated(tail, head, only)
                 return
 
+    def copied_before_read(self, tail: Tail, knew: Fingerprint) -> bool:
+        """``tail`` just read its first chunk, knowing only ``knew`` (nothing) of the file before: was it
+        copytruncated between our look for copies and that read? Then a new sibling holds bytes that neither
+        begin what we read nor are the start of the file, and we read the new content. The chunk is dropped
+        and the truncation handled as :meth:`check_copies` would have before the read: True when it was."""
+        raced = False
+        for candidate in self._new_siblings(tail.named, _copies_since(tail), tail.pattern):
+            try:
+                size = candidate.st.st_size
+                raced = raced or (size > 0 and not tail.holds_known_bytes(candidate.fd, size)
+                                  and not is_prefix(candidate.fd, size, tail.fd))
+            except OSError:
+                pass
+            os.close(candidate.fd)
+        if not raced:
+            return False
+        try:
+            head = read_head(tail.fd)
+        except OSError:
+            return False
+        tail.unread(knew)
+        self.truncated(tail, head)
+        return True
+
     def truncated(self, tail: Tail, head: bytes, only: set[str] | None = None) -> None:
         """The file's content was replaced: finish the old content from its copies, then restart at 0.
 

@@ -231,13 +231,16 @@ class FileServer:
         else happened (a truncation, or a copy found that changed the reading order), False when nothing did.
 
         A file of which we know no byte yet cannot show a truncation by its size or head: before reading it,
-        look for copies made since our last look (copytruncate while we were stopped).
+        look for copies made since our last look (copytruncate while we were stopped), and again after its
+        first chunk, since we may have been stopped between the look and the read.
         """
+        knew = None
         if tail.pos == 0 and tail.rotated is None:
             order = self._registry.version
             self._rotation.check_copies(tail)
             if self._registry.version != order:
                 return True
+            knew = tail.fp
         try:
             result = tail.read(self._buffer)
         except OSError as exc:
@@ -249,6 +252,9 @@ class FileServer:
             self._rotation.truncated(tail, result.head)
             return True
         tail.looked_at = looked
+        if result is not None and knew is not None and not knew.length and (
+                self._rotation.copied_before_read(tail, knew)):
+            return True
         return False if result is None else result
 
     def _batches(self, tail: Tail, chunk: Chunk, split: bool = True) -> list[Batch]:

@@ -96,9 +96,10 @@ class Tail:
     )
 
     def __init__(self, key: FileKey, fd: int, path: str, pattern: str, offset: int, fp: Fingerprint,
-                 on_advance: Callable[[], None], rotated: RotationKind | None = None, family: str | None = None
-                 ) -> None:
-        now, wall = time.monotonic(), time.time()
+                 on_advance: Callable[[], None], rotated: RotationKind | None = None, family: str | None = None,
+                 opened_at: float | None = None) -> None:
+        now = time.monotonic()
+        wall = time.time() if opened_at is None else opened_at
         self.key = key
         self.fd = fd
         self.path = path
@@ -230,6 +231,12 @@ class Tail:
         self.ledger = Ledger(0, self._on_advance)
         self.at_eof = False
         self.source = self._source()
+
+    def unread(self, knew: Fingerprint) -> None:
+        """Forget the chunk just read from byte 0 (not emitted): we know again only ``knew`` of the file."""
+        self.pos = 0
+        self.pending = self.before = b""
+        self.fp = knew
 
     def let_go(self, kind: RotationKind) -> None:
         """Its name now belongs to another file (or none): read on to the end, then close."""
