@@ -5,12 +5,12 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sidecar.core.lines import Piece, count_newlines, frame, utf8_cut
+from sidecar.core.lines import COUNT_BLOCK, NewlineCounter, Piece, frame, utf8_cut
 
 
 def _frame(data: bytes, max_line: int) -> tuple[list[Piece], bytes]:
     buf = bytearray(data)
-    pieces, rest = frame(buf, memoryview(buf), len(buf), max_line)
+    pieces, rest = frame(buf, memoryview(buf), len(buf), max_line, NewlineCounter())
     return pieces, bytes(buf[rest:])
 
 
@@ -46,7 +46,29 @@ def test_newlines_are_counted_exactly_across_simd_block_edges() -> None:
     for start in range(0, 70):
         for end in (start, start + 1, 64, 128, 129, 256, 300):
             if end >= start:
-                assert count_newlines(buf, start, end) == buf.count(b"\n", start, end)
+                assert NewlineCounter().count(buf, start, end) == buf.count(b"\n", start, end)
+
+
+def test_newlines_are_counted_exactly_across_the_counters_own_blocks() -> None:
+    """Large ranges are mapped and summed a block at a time, from any start: every edge counts once."""
+    size = 3 * COUNT_BLOCK + 777
+    buf = bytearray(b"y" * size)
+    marks = [0, 1, 8191, 8192, COUNT_BLOCK - 1, COUNT_BLOCK, COUNT_BLOCK + 1, 2 * COUNT_BLOCK, size - 1]
+    for pos in marks:
+        buf[pos] = 0x0A
+    counter = NewlineCounter()
+    for start in (0, 1, 2, 8191, COUNT_BLOCK - 1, COUNT_BLOCK):
+        for reach in (8191, 8192, COUNT_BLOCK, COUNT_BLOCK + 1, size):
+            end = min(start + reach, size)
+            assert counter.count(buf, start, end) == buf.count(b"\n", start, end), (start, end)
+
+
+@given(st.binary(min_size=0, max_size=300_000), st.integers(min_value=0, max_value=300_000))
+@example(bytes(range(256)) * 1024, 3)
+def test_newline_count_matches_bytes_count_for_any_bytes(data: bytes, start: int) -> None:
+    buf = bytearray(data)
+    start = min(start, len(buf))
+    assert NewlineCounter().count(buf, start, len(buf)) == buf.count(b"\n", start)
 
 
 def test_utf8_cut_moves_back_to_the_start_of_the_sequence_it_would_split() -> None:

@@ -16,7 +16,7 @@ from sidecar.core.checkpoint import Entry, EntryText
 from sidecar.core.events import RotationKind
 from sidecar.core.identity import FP_BYTES, MARK_BYTES, FileKey, Fingerprint, mark_of, read_head
 from sidecar.core.ledger import Ledger
-from sidecar.core.lines import Piece, frame
+from sidecar.core.lines import NewlineCounter, Piece, frame
 from sidecar.core.sink import Batch, FileRef, Source
 
 LEAD = MARK_BYTES
@@ -26,13 +26,14 @@ LEAD = MARK_BYTES
 class ReadBuffer:
     """The one buffer every read goes through: the marker, a pending partial line, and one read."""
 
-    __slots__ = ("buf", "max_line", "read_size", "view")
+    __slots__ = ("buf", "counter", "max_line", "read_size", "view")
 
     def __init__(self, max_line: int, read_chunk: int) -> None:
         self.max_line = max_line
         self.read_size = min(read_chunk, max_line)
         self.buf = bytearray(LEAD + max_line + self.read_size)
         self.view = memoryview(self.buf)
+        self.counter = NewlineCounter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ class Tail:
         self.at_eof = got < size
         self.last_growth = time.monotonic()
         self.before = bytes(buf[end - MARK_BYTES if got > MARK_BYTES - marked else start - marked : end])
-        pieces, rest = frame(buf, view, end, buffer.max_line, LEAD)
+        pieces, rest = frame(buf, view, end, buffer.max_line, buffer.counter, LEAD)
         self.pending = bytes(view[rest:end]) if rest < end else b""
         return Chunk(pieces, pos - start)
 
