@@ -257,7 +257,10 @@ class Rotation:
         """``tail`` just read its first chunk, knowing only ``knew`` (nothing) of the file before: was it
         copytruncated between our look for copies and that read? Then a new sibling holds bytes that neither
         begin what we read nor are the start of the file, and we read the new content. The chunk is dropped
-        and the truncation handled as :meth:`check_copies` would have before the read: True when it was."""
+        and the truncation handled as :meth:`check_copies` would have before the read: True when it was. Once
+        the file's name has moved, a new sibling may be its successor, as there."""
+        if not self._holds_name(tail):
+            return False
         raced = False
         for candidate in self._new_siblings(tail.named, _copies_since(tail), tail.pattern):
             try:
