@@ -42,3 +42,20 @@ def test_a_few_named_files_of_many_come_in_reading_order_after_every_insert_and_
     watched.append(newest)
     assert named() == [older, tails[50], newest]
     registry.close_all()
+
+
+def test_a_wake_for_one_name_reads_its_file_alone_until_rotated_files_or_busy_ones_join_it(tmp_path: Path) -> None:
+    """One name and one file (a line now and then) skips the ordering; a rotated or busy file is read too, first."""
+    registry = Registry(NullObserver())
+    app, other = _tail(tmp_path / "app.log"), _tail(tmp_path / "other.log")
+    registry.add(other)
+    registry.add(app)
+    assert registry.to_read({app.path}, ()) == [app]
+    assert registry.to_read({str(tmp_path / "nobody.log")}, ()) == []
+    assert registry.to_read({app.path}, {other}) == [other, app]
+    registry.let_go(other, "rename")
+    assert registry.to_read({app.path}, ()) == [other, app]
+    registry.release(other)
+    registry.release(app)
+    assert registry.to_read({app.path}, ()) == []
+    registry.close_all()

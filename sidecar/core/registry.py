@@ -138,6 +138,12 @@ class Registry:
         Built from indexes, not by looking at every file: with thousands of quiet files, a wake-up for one
         line costs the same as with one.
         """
+        if len(names) == 1 and not hot and not self._rotated:  # a line now and then: one name, one file
+            (name,) = names
+            named = self._by_name.get(name, ())
+            if len(named) == 1:
+                tail = named[0]
+                return [tail] if tail.fd >= 0 and self._by_key.get(tail.key) is tail else []
         chosen = {*hot, *self._rotated}
         for name in names:
             chosen.update(self._by_name.get(name, ()))
