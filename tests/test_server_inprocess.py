@@ -7,10 +7,12 @@ CPU-throttled: nothing of ours runs meanwhile, as under SIGSTOP, while the test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -203,10 +205,21 @@ def test_copytruncates_while_stopped_between_the_open_and_the_first_read_read_ev
 
     async def body(sink: FreezingSink, server: FileServer) -> None:
         await until(lambda: bytes(sink.out).count(b"\n") >= len(writer.written), timeout=3)
+        held = Counter(path for path in _open_paths() if path.startswith(f"{writer.path}."))
+        assert all(count == 1 for count in held.values()), f"copies looked at and left open: {held}"
 
     sink = _run_server(tmp_path, writer.path, body)
     report = check(bytes(sink.out), {"app": writer.written})
     assert report.ok, report.summary()
+
+
+def _open_paths() -> list[str]:
+    """What this process holds open, by path."""
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths
 
 
 def test_progress_is_on_disk_soon_after_the_reader_catches_up_whatever_the_interval(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
@@ -237,21 +237,14 @@ class Rotation:
             return
         if not (moved_after or only is not None or self._holds_name(tail)):
             return
-        for candidate in self._new_siblings(tail.named, _copies_since(tail), tail.pattern, only):
+        copied = self._a_new_sibling(tail, only, lambda fd, size: tail.holds_known_bytes(fd, size)
+                                     and not is_prefix(fd, size, tail.fd))
+        if copied:
             try:
-                size = candidate.st.st_size
-                lost = size > 0 and tail.holds_known_bytes(candidate.fd, size) and not is_prefix(
-                    candidate.fd, size, tail.fd)
+                head = read_head(tail.fd)
             except OSError:
-                lost = False
-            os.close(candidate.fd)
-            if lost:
-                try:
-                    head = read_head(tail.fd)
-                except OSError:
-                    return
-                self.truncated(tail, head, only)
                 return
+            self.truncated(tail, head, only)
 
     def copied_before_read(self, tail: Tail, knew: Fingerprint) -> bool:
         """``tail`` just read its first chunk, knowing only ``knew`` (nothing) of the file before: was it
@@ -259,18 +252,8 @@ class Rotation:
         begin what we read nor are the start of the file, and we read the new content. The chunk is dropped
         and the truncation handled as :meth:`check_copies` would have before the read: True when it was. Once
         the file's name has moved, a new sibling may be its successor, as there."""
-        if not self._holds_name(tail):
-            return False
-        raced = False
-        for candidate in self._new_siblings(tail.named, _copies_since(tail), tail.pattern):
-            try:
-                size = candidate.st.st_size
-                raced = raced or (size > 0 and not tail.holds_known_bytes(candidate.fd, size)
-                                  and not is_prefix(candidate.fd, size, tail.fd))
-            except OSError:
-                pass
-            os.close(candidate.fd)
-        if not raced:
+        if not self._holds_name(tail) or not self._a_new_sibling(
+                tail, None, lambda fd, size: not tail.holds_known_bytes(fd, size) and not is_prefix(fd, size, tail.fd)):
             return False
         try:
             head = read_head(tail.fd)
@@ -279,6 +262,17 @@ class Rotation:
         tail.unread(knew)
         self.truncated(tail, head)
         return True
+
+    def _a_new_sibling(self, tail: Tail, only: set[str] | None, holds: Callable[[int, int], bool]) -> bool:
+        """Whether a non-empty new sibling of ``tail`` (among ``only``) ``holds`` (descriptor, size) what a copy
+        of it would; every sibling opened to ask is closed again."""
+        found = False
+        for candidate in self._new_siblings(tail.named, _copies_since(tail), tail.pattern, only):
+            if not found and candidate.st.st_size > 0:
+                with contextlib.suppress(OSError):
+                    found = holds(candidate.fd, candidate.st.st_size)
+            os.close(candidate.fd)
+        return found
 
     def truncated(self, tail: Tail, head: bytes, only: set[str] | None = None) -> None:
         """The file's content was replaced: finish the old content from its copies, then restart at 0.
