@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from sidecar.core.watch import Changes
@@ -129,26 +129,74 @@ def test_a_directory_watched_again_reports_its_files_by_their_path(tmp_path: Pat
     asyncio.run(scenario())
 
 
-def test_queued_tells_whether_events_wait_without_reading_them(tmp_path: Path) -> None:
-    """The data callback asks whether names wait before it reads them; a wrong no would serve a write
-    before the rename that came before it."""
+Record = list[tuple[str, object]]
+
+
+@contextlib.contextmanager
+def _recording(directory: Path) -> Iterator[tuple[InotifyWatcher, Record]]:
+    """A watcher whose callbacks note, in order, the names reported and the writes offered (all served)."""
+    record: Record = []
     watcher = InotifyWatcher()
+    watcher.watch({str(directory)})
+
+    def on_data(changes: Changes) -> bool:
+        record.append(("data", set(changes.paths)))
+        return True
+
+    watcher.start(lambda names: record.append(("names", [(n.path, n.change) for n in names])), on_data)
     try:
-        watcher.watch({str(tmp_path)})
-        names, data = watcher._names, watcher._data
-        assert not names.queued()
-        assert not data.queued()
-        _append(tmp_path / "app.log")
-        assert names.queued()
-        assert data.queued()
-        changes = Changes()
-        assert names.read(changes)
-        assert not names.queued()
-        assert data.queued()
-        (tmp_path / "app.log").rename(tmp_path / "app.log.1")
-        assert names.queued()
+        yield watcher, record
     finally:
         watcher.close()
+
+
+def _rotate_then_write(log: Path) -> tuple[str, object]:
+    """Rename ``log`` away and write to it there; returns the names report that must come first."""
+    rotated = log.with_name(log.name + ".1")
+    log.rename(rotated)
+    _append(rotated)
+    return "names", [(str(log), "gone"), (str(rotated), "moved_in")]
+
+
+def test_a_write_read_after_a_rename_is_offered_only_once_the_rename_was_reported(tmp_path: Path) -> None:
+    """The loop may report the data descriptor before the names one. A write that came after a rename must
+    not be served before the rename is known: the data instance hears of names too, and reads them first."""
+    log = tmp_path / "app.log"
+    log.touch()
+
+    async def scenario() -> None:
+        with _recording(tmp_path) as (watcher, record):
+            waiting = asyncio.ensure_future(watcher.wait(5.0))
+            await asyncio.sleep(0)
+            _append(log)
+            watcher._data_ready()
+            assert record == [("data", {str(log)})]
+            names = _rotate_then_write(log)
+            watcher._data_ready()  # before the loop runs the names callback
+            assert record[1:] == [names]
+            assert (await waiting).structure
+
+    asyncio.run(scenario())
+
+
+def test_writes_taken_during_a_pause_after_a_rename_are_left_to_the_reader(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.touch()
+
+    async def scenario() -> None:
+        with _recording(tmp_path) as (watcher, record):
+            _append(log)
+            changes = Changes()
+            assert watcher.take_queued(changes)
+            assert changes.paths == {str(log)}
+            assert record == []
+            names = _rotate_then_write(log)
+            assert not watcher.take_queued(changes)
+            assert record == [names]
+            _append(tmp_path / "app.log.1")
+            assert watcher.take_queued(changes), "names already reported are not reported again"
+
+    asyncio.run(scenario())
 
 
 def test_a_name_that_is_not_utf8_is_reported_as_a_glob_finds_it(tmp_path: Path) -> None:

@@ -305,7 +305,8 @@ class FileServer:
             return False
         if time.monotonic() - self._round_ended < BUSY_WAKE:
             time.sleep(BATCH_PAUSE)
-            self._watcher.take_queued(changes)
+            if not self._watcher.take_queued(changes):
+                return False
         try:
             looked = time.time()
             for tail in self._registry.to_read(changes.paths, ()):

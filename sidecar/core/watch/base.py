@@ -62,8 +62,10 @@ class Watcher(Protocol):
     async def wait(self, timeout: float) -> Changes:
         """Return when something changed, or after ``timeout`` seconds with ``everything`` set."""
 
-    def take_queued(self, into: Changes) -> None:
-        """Add the writes reported since into ``into``, without waiting (``on_data`` pausing for more)."""
+    def take_queued(self, into: Changes) -> bool:
+        """Add the writes reported since into ``into``, without waiting (``on_data`` pausing for more); False
+        when a name changed meanwhile (reported by then): the writes may come after it, so they are the
+        reader's to serve."""
 
     def wake(self) -> None:
         """Make a pending :meth:`wait` return now (used to stop)."""

@@ -11,6 +11,9 @@ Two inotify instances share the directory list, because the two kinds of event w
 - *data* (writes) is read only while the reader waits (the loop reports it then), so that while the reader
   is busy the kernel merges a stream of writes into few events and a busy file costs one wake-up per read
   round, not one per write.
+
+The data instance hears of names too, in the order they came among the writes, and only for that: a write
+read after a name changed is not served before the names instance was read.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import os
 import struct
 import sys
-import termios
 
 from sidecar.core.watch.base import Changes, DataCallback, NameChange, NameEvent, NamesCallback
 from sidecar.errors import SidecarError
@@ -49,14 +50,12 @@ IN_CLOEXEC = os.O_CLOEXEC
 _NEW_NAME = IN_MOVED_TO | IN_CREATE
 _GONE_NAME = IN_MOVED_FROM | IN_DELETE
 _NAMES_MASK = _NEW_NAME | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB
-_DATA_MASK = IN_MODIFY | IN_CLOSE_WRITE
+_DATA_MASK = IN_MODIFY | IN_CLOSE_WRITE | _NAMES_MASK
 _HEADER = struct.Struct("iIII")
 _READ_BYTES = 65536
 _LARGEST_EVENT = _HEADER.size + 256
 """An event's header and the longest name (255 bytes and its NUL)."""
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-_NONE_QUEUED = bytes(4)
-"""FIONREAD's answer (an int) when nothing is queued."""
 _TIMER_SLACK = 0.001
 """A timeout this close to its deadline counts as due (the loop runs timers up to its clock resolution early)."""
 
@@ -68,7 +67,7 @@ class InotifyUnavailable(SidecarError):
 class _Instance:
     """One inotify descriptor and its directory watches."""
 
-    def __init__(self, libc: ctypes.CDLL, mask: int) -> None:
+    def __init__(self, libc: ctypes.CDLL, mask: int, reports_names: bool) -> None:
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise InotifyUnavailable(
@@ -83,7 +82,9 @@ class _Instance:
         """By watch: the directory, and what its entries' paths begin with (concatenating and decoding a
         name in C costs a third of ``os.path.join`` and ``os.fsdecode``, paid per event with thousands of files)."""
         self._last: tuple[int, bytes, str] = (-1, b"", "")
-        self._count = bytearray(_NONE_QUEUED)
+        self._reports_names = reports_names
+        self.names_seen = False
+        """Set by a name event in an instance that does not report names: the names instance has news."""
 
     def watch(self, dirs: set[str]) -> dict[str, int]:
         """Watch exactly ``dirs``; returns those that could not be watched, with the errno why."""
@@ -98,12 +99,6 @@ class _Instance:
             else:
                 failed[new] = ctypes.get_errno()
         return failed
-
-    def queued(self) -> bool:
-        """Whether events wait, asked without reading: a read that finds none raises, and costs more than
-        the question (this is asked of the names on every write the loop is told of, and names seldom wait)."""
-        fcntl.ioctl(self.fd, termios.FIONREAD, self._count)
-        return self._count != _NONE_QUEUED
 
     def read(self, into: Changes, names: list[NameEvent] | None = None) -> bool:
         """Read every queued event without blocking into ``into`` (new names also into ``names``).
@@ -146,6 +141,9 @@ class _Instance:
                     del self._wds[gone[0]]
                 into.structure = True
                 continue
+            if mask & _NAMES_MASK and not self._reports_names:
+                self.names_seen = True
+                continue
             watched = self._dirs.get(wd)
             if watched is None:
                 continue
@@ -174,10 +172,10 @@ class InotifyWatcher:
         libc_name = ctypes.util.find_library("c")
         try:
             libc = ctypes.CDLL(libc_name, use_errno=True)
-            self._names = _Instance(libc, _NAMES_MASK)
+            self._names = _Instance(libc, _NAMES_MASK, reports_names=True)
         except (OSError, AttributeError) as exc:
             raise InotifyUnavailable(f"inotify is not available: {exc}; use --watch poll") from exc
-        self._data = _Instance(libc, _DATA_MASK)
+        self._data = _Instance(libc, _DATA_MASK, reports_names=False)
         self._pending = Changes()
         self._has_events = False
         self._waiter: asyncio.Future[None] | None = None
@@ -207,6 +205,7 @@ class InotifyWatcher:
         self._unwatched = set(failed)
 
     def _names_ready(self) -> None:
+        self._data.names_seen = False  # every name the data instance may have seen so far is read here
         names: list[NameEvent] = []
         if self._names.read(self._pending, names):
             self._has_events = True
@@ -233,7 +232,7 @@ class InotifyWatcher:
                 self._loop.remove_reader(self._data.fd)
                 self._data_watched = False
             return
-        if self._names.queued():  # names first: a write must not be served before the rename that came before it
+        if self._data.names_seen:  # names first: a write must not be served before the rename that came before it
             self._names_ready()
         pending = self._pending
         if (self._on_data is not None and not waiter.done() and not pending.structure and not pending.everything
@@ -274,8 +273,12 @@ class InotifyWatcher:
         self._has_events = False
         return changes
 
-    def take_queued(self, into: Changes) -> None:
+    def take_queued(self, into: Changes) -> bool:
         self._data.read(into)
+        if self._data.names_seen:
+            self._names_ready()
+            return False
+        return True
 
     def _timer_fired(self) -> None:
         """The timeout of the wait that set the timer, which may be an earlier one: a wait still pending and

@@ -28,8 +28,8 @@ class PollWatcher:
         self._woken.clear()
         return Changes(everything=True)
 
-    def take_queued(self, into: Changes) -> None:
-        pass
+    def take_queued(self, into: Changes) -> bool:
+        return True
 
     def wake(self) -> None:
         self._woken.set()
