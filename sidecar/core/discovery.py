@@ -13,6 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from sidecar.core.checkpoint import Entry
 from sidecar.core.config import FollowConfig
@@ -54,6 +55,11 @@ def resumable(fd: int, entry: Entry) -> bool:
         return mark_matches(fd, entry.offset, entry.mark, entry.mark_len)
     except OSError:
         return False
+
+
+def _replaced(tail: Tail) -> bool:
+    """Whether the file ``tail`` reads no longer holds what we read of it: its head changed, or it shrank."""
+    return not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
 
 
 def tail_offset(fd: int, size: int) -> int:
@@ -182,14 +188,47 @@ class Discovery:
             os.close(fd)
             self.problems.cannot_read(item.path, item.pattern, exc)
             return None
+        if entry is not None and not self.saved_here(entry, item.path, fd, st.st_size, head):
+            entry = None
         if entry is not None:
             return self.resume(entry, item.path, fd, st.st_size, head, keep_at_end=startup)
         if self.copy_of_followed(item.path, fd, st.st_size, head):
             log.debug("copy_skipped", path=item.path, inode=key.ino)
             os.close(fd)
             return None
+        holder = self._replaced_holder(item.path, fd, st.st_size)
+        if holder is not None:
+            if self._registry.open_tail(key) is not None:  # taken as one of its copies
+                os.close(fd)
+                return None
+            copy = self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "copytruncate", before=holder,
+                              family=holder.family)
+            log.info("copytruncate_generation_found", path=holder.path, copy=item.path, inode=copy.key.ino)
+            return None
         offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
         return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head), opened_at=opened_at)
+
+    def saved_here(self, entry: Entry, path: str, fd: int, size: int, head: bytes,
+                   other_content: Literal["at_its_name", "anywhere", "never"] = "at_its_name") -> bool:
+        """Whether the saved ``entry``, found by the inode of the file at ``path`` (``size`` bytes on ``fd``,
+        beginning with ``head``), is that file; if not, the entry is forgotten.
+
+        An inode number is given to a new file soon after its file is gone (ext4 hands out the lowest free
+        one; gzip deletes the last copy just before logrotate's next copy takes one), so the number alone
+        says little. Other content than we knew can be the file rewritten in place (copytruncate while we
+        were down), read from 0 after the copies of what we knew: so it counts at the entry's own name
+        (a glob's name), or ``anywhere`` for the saved file looked for beside its name (copytruncated, then
+        renamed), never for a file we let go looked at as a possible copy; and never for a copy of a
+        followed file, which is what took the number.
+        """
+        if Fingerprint(entry.fingerprint, entry.fp_len).matches(head) or (
+                (other_content == "anywhere" or (other_content == "at_its_name"
+                                                 and os.path.realpath(path) == entry.path))
+                and not self.copy_of_followed(path, fd, size, head)):
+            return True
+        self._registry.take_saved(FileKey(entry.dev, entry.ino))
+        log.info("inode_reused", path=path, inode=entry.ino, saved_path=entry.path)
+        return False
 
     def resume(self, entry: Entry, path: str, fd: int, size: int, head: bytes, keep_at_end: bool,
                rotated: RotationKind | None = None, before: Tail | None = None) -> Tail | None:
@@ -228,8 +267,7 @@ class Discovery:
                 if is_prefix(fd, size, tail.fd):
                     return True
                 try:
-                    truncated = not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
-                    if truncated and tail.holds_known_bytes(fd, size):
+                    if _replaced(tail) and tail.holds_known_bytes(fd, size):
                         return True
                 except OSError:
                     continue
@@ -237,3 +275,31 @@ class Discovery:
             if entry.fp_len and Fingerprint(entry.fingerprint, entry.fp_len).matches(head):
                 return True
         return False
+
+    def _replaced_holder(self, path: str, fd: int, size: int) -> Tail | None:
+        """A followed file whose name ``path`` (``size`` bytes on ``fd``) extends and whose content was replaced
+        without our noticing yet: told now, so that it takes its copies, this one perhaps among them.
+
+        Several copytruncates between two looks leave the oldest copy with what we were reading and newer
+        ones with content born since, and a truncate before a copytruncate leaves a copy of content born
+        after it; a glob that matches the copies finds them before the reader finds the file replaced. The
+        file was replaced if it shrank or its head changed, or if this sibling holds every byte we know of
+        it (all of them, when we knew none) and is no prefix of it now. The copies are read oldest first,
+        before the file's new content, as the truncation's own handling reads them.
+        """
+        for named in self._registry.extended_by(os.path.realpath(path)):
+            for tail in named:
+                try:
+                    if tail.fd < 0 or tail.rotated is not None:
+                        continue
+                    replaced = _replaced(tail) or (
+                        tail.holds_known_bytes(fd, size) and not is_prefix(fd, size, tail.fd)
+                        and FileKey.of(os.stat(tail.path)) == tail.key)
+                    if not replaced:
+                        continue
+                    head = read_head(tail.fd)
+                except OSError:
+                    continue
+                self._on_replaced(tail, head)
+                return tail
+        return None

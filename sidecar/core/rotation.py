@@ -365,14 +365,31 @@ class Rotation:
         seen: set[FileKey] = set()
         for path, st in files:
             key = FileKey.of(st)
-            if (key in seen or self._registry.knows(key) or st.st_mtime < since
+            if (key in seen or self._registry.open_tail(key) is not None or st.st_mtime < since
                     or (only is not None and path not in only)):
                 continue
             seen.add(key)
             opened = self._discovery.open_verified(path, pattern, key)
-            if opened is not None:
+            if opened is None:
+                continue
+            if self._known_here(key, path, opened[0], opened[1].st_size):
+                os.close(opened[0])
+            else:
                 found.append(_Candidate(path, key, opened[0], opened[1]))
         return found
+
+    def _known_here(self, key: FileKey, path: str, fd: int, size: int) -> bool:
+        """Whether the file at ``path`` is one we let go with a saved position (a copy we took bytes from, a
+        generation read to its end): not if its inode number was given to another file since, as gzip's
+        delete of the last copy and logrotate's next copy do between two of our looks."""
+        saved = self._registry.saved(key)
+        if saved is None:
+            return False
+        try:
+            head = read_head(fd)
+        except OSError:
+            return True
+        return self._discovery.saved_here(saved, path, fd, size, head, other_content="never")
 
     @staticmethod
     def _holds_name(tail: Tail) -> bool:
@@ -436,6 +453,9 @@ class Rotation:
         try:
             head = read_head(fd)
         except OSError:
+            os.close(fd)
+            return
+        if not self._discovery.saved_here(entry, path, fd, size, head, other_content="anywhere"):
             os.close(fd)
             return
         tail = self._discovery.resume(entry, path, fd, size, head, keep_at_end=False, rotated="rename",
