@@ -62,6 +62,20 @@ def _replaced(tail: Tail) -> bool:
     return not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
 
 
+def holds_name(tail: Tail) -> bool:
+    """Whether ``tail``'s name still names its file: once it moved, a new sibling is a successor, not a copy."""
+    try:
+        return FileKey.of(os.stat(tail.path)) == tail.key
+    except OSError:
+        return False
+
+
+def shows_truncation(tail: Tail, fd: int, size: int) -> bool:
+    """Whether a sibling (``size`` bytes on ``fd``) holds every byte we know of ``tail`` yet is no prefix of it
+    now: the file was truncated without our seeing it, and the sibling is its copy."""
+    return tail.holds_known_bytes(fd, size) and not is_prefix(fd, size, tail.fd)
+
+
 def tail_offset(fd: int, size: int) -> int:
     """Just past the last complete line: where ``--read-from tail`` starts."""
     start = max(0, size - 65536)
@@ -292,10 +306,7 @@ class Discovery:
                 try:
                     if tail.fd < 0 or tail.rotated is not None:
                         continue
-                    replaced = _replaced(tail) or (
-                        tail.holds_known_bytes(fd, size) and not is_prefix(fd, size, tail.fd)
-                        and FileKey.of(os.stat(tail.path)) == tail.key)
-                    if not replaced:
+                    if not (_replaced(tail) or (shows_truncation(tail, fd, size) and holds_name(tail))):
                         continue
                     head = read_head(tail.fd)
                 except OSError:

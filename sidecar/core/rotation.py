@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
-from sidecar.core.discovery import Discovery, is_prefix
+from sidecar.core.discovery import Discovery, holds_name, is_prefix, shows_truncation
 from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
@@ -235,10 +235,9 @@ class Rotation:
         """
         if tail.rotated is not None or tail.fd < 0:
             return
-        if not (moved_after or only is not None or self._holds_name(tail)):
+        if not (moved_after or only is not None or holds_name(tail)):
             return
-        copied = self._a_new_sibling(tail, only, lambda fd, size: tail.holds_known_bytes(fd, size)
-                                     and not is_prefix(fd, size, tail.fd))
+        copied = self._a_new_sibling(tail, only, lambda fd, size: shows_truncation(tail, fd, size))
         if copied:
             try:
                 head = read_head(tail.fd)
@@ -252,7 +251,7 @@ class Rotation:
         begin what we read nor are the start of the file, and we read the new content. The chunk is dropped
         and the truncation handled as :meth:`check_copies` would have before the read: True when it was. Once
         the file's name has moved, a new sibling may be its successor, as there."""
-        if not self._holds_name(tail) or not self._a_new_sibling(
+        if not holds_name(tail) or not self._a_new_sibling(
                 tail, None, lambda fd, size: not tail.holds_known_bytes(fd, size) and not is_prefix(fd, size, tail.fd)):
             return False
         try:
@@ -390,13 +389,6 @@ class Rotation:
         except OSError:
             return True
         return self._discovery.saved_here(saved, path, fd, size, head, other_content="never")
-
-    @staticmethod
-    def _holds_name(tail: Tail) -> bool:
-        try:
-            return FileKey.of(os.stat(tail.path)) == tail.key
-        except OSError:
-            return False
 
     def _drop_copies(self, candidates: list[_Candidate], keep_empty: frozenset[str] = frozenset()) -> list[_Candidate]:
         """Keep the candidates that are files of their own: not empty, not a copy of one we follow.
