@@ -39,6 +39,8 @@ COPY_SLACK = 1.0
 """A copy may be made just before our last look, and the truncation just after it."""
 
 
+_Age = tuple[int, int, int, tuple[int, int, str]]
+
 _NUMBERED = re.compile(r"[._-](\d{1,4})")
 
 
@@ -332,10 +334,14 @@ class Rotation:
         beside = ((sib.path, sib.st) for sib in self._siblings.of(real))
         found = self._open_unknown(beside, since - MTIME_SLACK, pattern, only)
         base = os.path.basename(real)
-        arrivals = self._arrivals
-        found.sort(key=lambda c: (c.st.st_mtime_ns, arrivals.get(c.path, -1), c.st.st_ctime_ns,
-                                  _age_rank(os.path.basename(c.path)[len(base):])))
+        found.sort(key=lambda c: self._age(c.path, c.st, base))
         return found
+
+    def _age(self, path: str, st: os.stat_result, base: str) -> _Age:
+        """Sorts files of one family oldest first: by modification time, then, within one tick of the file
+        clock, by the events' order of creation, by change time and by name (:func:`_age_rank`)."""
+        return (st.st_mtime_ns, self._arrivals.get(path, -1), st.st_ctime_ns,
+                _age_rank(os.path.basename(path)[len(base):]))
 
     def _candidates_in(self, directory: str, since: float, pattern: str) -> list[_Candidate]:
         """Regular files in ``directory`` we do not know, changed since ``since``, opened, oldest first."""
@@ -413,16 +419,40 @@ class Rotation:
 
     def _follow_in_order(self, found: list[_Candidate], pattern: str, newer: Tail | None, family: str,
                          event: str) -> None:
+        """Track ``found`` (oldest first), each before the first file of ``family`` written after it; ``newer``
+        is the file that holds the name as far as we know (see :meth:`Registry.written_after`)."""
+        holder_age = self._moved_holder_age(newer, found)
+        base = os.path.basename(newer.real) if newer is not None else ""
         for candidate in found:
             try:
                 head = read_head(candidate.fd)
             except OSError:
                 os.close(candidate.fd)
                 continue
-            before = self._registry.written_after(family, candidate.st.st_mtime_ns, newer)
+            after = holder_age is not None and self._age(candidate.path, candidate.st, base) > holder_age
+            before = self._registry.written_after(family, candidate.st.st_mtime_ns, None if after else newer)
             gen = self._discovery.track(candidate.path, pattern, candidate.key, candidate.fd, 0,
                                         Fingerprint.of(head), "rename", before=before, family=family)
             log.info(event, path=candidate.path, inode=gen.key.ino)
+
+    def _moved_holder_age(self, holder: Tail | None, found: list[_Candidate]) -> _Age | None:
+        """Where ``holder`` sorts among ``found`` (:meth:`_age`) when it was renamed on beside its name since
+        we opened it and one of them was last written in the same tick of the file clock: the modification
+        time alone would put that one first, though it may have taken the name after the holder (a burst
+        of renames a millisecond apart). None when the times decide, or the holder is not beside its name."""
+        if holder is None or holds_name(holder):
+            return None
+        try:
+            written = os.fstat(holder.fd).st_mtime_ns
+        except OSError:
+            return None
+        if not any(c.st.st_mtime_ns == written for c in found):
+            return None
+        base = os.path.basename(holder.real)
+        for sibling in self._siblings.of(holder.real):
+            if FileKey.of(sibling.st) == holder.key:
+                return self._age(sibling.path, sibling.st, base)
+        return None
 
     # -- start-up ------------------------------------------------------------------------------------
 
