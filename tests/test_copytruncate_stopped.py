@@ -22,19 +22,25 @@ from tests.writer import LogWriter
 
 
 def _copytruncated_while_stopped(sc: SidecarProcess, writer: LogWriter, tmp_path: Path) -> str:
-    """SIGSTOP, five logrotate runs with 3,000 lines into the file before each, 100 lines more, SIGCONT;
-    what went wrong once the sidecar settled, or "" when every line came out once, in order."""
+    """SIGSTOP, five logrotate runs with 3,000 lines into the file before each, 100 lines more, then
+    :func:`_resumed`."""
     sc.pause()
     for _ in range(5):
         writer.write(3000)
         logrotate(tmp_path, writer.path, "    copytruncate")
     writer.write(100)
+    return _resumed(sc, writer, "5 copies")
+
+
+def _resumed(sc: SidecarProcess, writer: LogWriter, what: str) -> str:
+    """SIGCONT; what went wrong once the sidecar settled (``what`` was done meanwhile), or "" when every
+    line came out once, in order."""
     sc.resume()
     expected = {"app": writer.written}
     sc.settle(expected)
     assert sc.stop() == 0
     report = check(sc.output(), expected)
-    return "" if report.ok else f"{report.summary()} (of {len(writer.written)} written, 5 copies)\n{sc.stderr()}"
+    return "" if report.ok else f"{report.summary()} (of {len(writer.written)} written, {what})\n{sc.stderr()}"
 
 
 @pytest.mark.parametrize("read_first", [0, 400], ids=["empty-when-last-read", "after-reading-400-lines"])
@@ -71,3 +77,25 @@ def test_copytruncate_runs_while_stopped_the_moment_the_file_was_opened_lose_not
         time.sleep(0.0002)
     failed = _copytruncated_while_stopped(sc, writer, tmp_path)
     assert not failed, f"round {round_}: {failed}"
+
+
+@pytest.mark.parametrize("glob", ["app.log", "app.log*"])
+@pytest.mark.parametrize(("keep", "runs"), [(1, 2), (2, 3), (3, 4)])
+def test_copytruncate_runs_while_stopped_that_delete_the_copy_of_what_was_read_lose_nothing(
+    glob: str, keep: int, runs: int, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """``rotate N`` with more runs than N while we are stopped deletes the oldest copy, the one that began
+    with every byte we had read: no copy left begins with what we know, yet all of them hold content born
+    since our last look, ours, and come before the file's new content (before: the file's truncation was
+    taken for a plain one and every copy was lost, or with ``app.log*`` read after newer lines)."""
+    app = log_dir / "app.log"
+    writer = LogWriter(app)
+    writer.write(300)
+    sc = sidecar(log_dir / glob)
+    sc.wait_for_lines(300)
+    sc.pause()
+    for _ in range(runs):
+        logrotate(tmp_path, app, "    copytruncate", keep=keep)
+        writer.write(273)
+    failed = _resumed(sc, writer, f"{runs} copies, {keep} kept")
+    assert not failed, failed

@@ -22,10 +22,10 @@ from tests.writer import BackgroundWriter, LogWriter
 LOGROTATE = "/usr/sbin/logrotate"
 
 
-def logrotate(tmp_path: Path, log: Path, directives: str) -> None:
-    """Run logrotate once, forced, with its own state file and a config for ``log`` alone."""
+def logrotate(tmp_path: Path, log: Path, directives: str, keep: int = 10) -> None:
+    """Run logrotate once, forced, with its own state file and a config for ``log`` alone (``rotate keep``)."""
     config = tmp_path / "logrotate.conf"
-    config.write_text(f"{log} {{\n{directives}\n    rotate 10\n    missingok\n}}\n")
+    config.write_text(f"{log} {{\n{directives}\n    rotate {keep}\n    missingok\n}}\n")
     subprocess.run(
         [LOGROTATE, "-s", str(tmp_path / "logrotate.state"), "-f", str(config)],
         check=True,

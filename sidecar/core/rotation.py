@@ -280,7 +280,10 @@ class Rotation:
 
         The copy we were reading is the newest new sibling that begins with every byte we know of the file
         (an older one that does too is a stale ``cp``); the siblings newer than it are copies of content we
-        never saw, read whole. Of a file we knew nothing of, every new sibling is such a copy.
+        never saw, read whole. Of a file we knew nothing of, every new sibling is such a copy, and so is
+        every one (but copies of files we follow) when none begins with what we know: several copytruncates
+        while we could not look, and the oldest copy, with what we had read, deleted since (``rotate N``,
+        gzip).
         """
         resume = tail.resume
         candidates = self._new_siblings(tail.named, _copies_since(tail), tail.pattern, only)
@@ -290,20 +293,22 @@ class Rotation:
             matching = [i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)]
             start = matching[-1] if matching else None
         kind: RotationKind = "truncate"
+        between: list[_Candidate] = []
         if start is not None:
             kind = "copytruncate"
             for unused in candidates[:start]:
                 os.close(unused.fd)
             copy, between = candidates[start], candidates[start + 1 :]
             self._resume_copy(tail, copy, resume)
+        else:
+            between = self._drop_copies(candidates)
+            kind = "copytruncate" if between else kind
+        if between:
             holder = tail
             for other in between:
                 gen = self._discovery.track(other.path, tail.pattern, other.key, other.fd, 0,
                                             Fingerprint.of(read_head(other.fd)), "copytruncate", before=holder)
                 log.info("copytruncate_generation_found", path=tail.path, copy=other.path, inode=gen.key.ino)
-        else:
-            for unused in candidates:
-                os.close(unused.fd)
         if kind == "truncate" and resume > 0:
             log.warning("file_truncated", path=tail.path, unread_from=resume)
         else:
