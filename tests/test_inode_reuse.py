@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -66,6 +67,47 @@ def test_a_copy_made_while_down_in_the_inode_of_a_deleted_file_resumes_where_we_
     sc.start()
     assert_every_line_once_in_order(sc, writer)
     assert "inode_reused" in sc.stderr()
+
+
+def _give_copy_before_the_inode_of(checkpoint_dir: Path, copy: Path) -> None:
+    """The saved entry of the copy that had ``copy``'s name gets the number of the file now there, as the
+    kernel often hands it out (gzip freed it just before)."""
+    store = CheckpointStore(checkpoint_dir)
+    entries = store.load()
+    named = [e for e in entries if e.path == str(copy)]
+    assert named, f"no saved entry named {copy}: {entries}"
+    named[0].ino = copy.stat().st_ino
+    store.save(entries)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_copy_made_while_down_in_the_name_and_inode_of_the_copy_before_comes_before_the_files_new_content(
+    stop: int, tmp_path: Path, log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """``copytruncate``, ``rotate 1``, ``compress``, ``delaycompress`` with ``app.log*``: a copy made while we
+    run leaves the file empty; the next, made while we are down, takes the first copy's name and, once gzip
+    freed it, its inode number. That copy holds the lines born after those we read, before the file's new
+    content: its number and name are not the first copy's saved position (before: resumed there, found
+    truncated and read from 0 after the newer lines, 357 out of order)."""
+    app = log_dir / "app.log"
+    copy = log_dir / "app.log.1"
+    writer = LogWriter(app)
+    writer.write(145)
+    sc = sidecar(log_dir / "app.log*", "--exclude", "*.gz")
+    sc.wait_for_lines(145)
+    directives = "    copytruncate\n    compress\n    delaycompress"
+    logrotate(tmp_path, app, directives, keep=1)
+    deadline = time.monotonic() + 10
+    while not any(e.path == str(copy) for e in CheckpointStore(checkpoint_dir).load()):
+        assert time.monotonic() < deadline, f"the copy was never saved\n{sc.stderr()}"
+        time.sleep(0.05)
+    sc.stop(stop)
+    writer.write(357)
+    logrotate(tmp_path, app, directives, keep=1)
+    writer.write(444)
+    _give_copy_before_the_inode_of(checkpoint_dir, copy)
+    sc.start()
+    assert_every_line_once_in_order(sc, writer)
 
 
 @pytest.mark.parametrize(("glob", "watch"), [("app.log", "auto"), ("app.log*", "auto"), ("app.log*", "poll")])

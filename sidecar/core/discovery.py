@@ -231,18 +231,24 @@ class Discovery:
         one; gzip deletes the last copy just before logrotate's next copy takes one), so the number alone
         says little. Other content than we knew can be the file rewritten in place (copytruncate while we
         were down), read from 0 after the copies of what we knew: so it counts at the entry's own name
-        (a glob's name), or ``anywhere`` for the saved file looked for beside its name (copytruncated, then
-        renamed), never for a file we let go looked at as a possible copy; and never for a copy of a
-        followed file, which is what took the number.
+        (a glob's name) unless that name extends another file's we know (a copy or generation beside it,
+        ``app.log.1``, whose number logrotate's next copy took: that copy is the other file's), or
+        ``anywhere`` for the saved file looked for beside its name (copytruncated, then renamed), never for
+        a file we let go looked at as a possible copy; and never for a copy of a followed file, which is
+        what took the number.
         """
         if Fingerprint(entry.fingerprint, entry.fp_len).matches(head) or (
-                (other_content == "anywhere" or (other_content == "at_its_name"
-                                                 and os.path.realpath(path) == entry.path))
+                (other_content == "anywhere" or (other_content == "at_its_name" and os.path.realpath(path) == entry.path
+                                                 and not self._beside_known(entry.path)))
                 and not self.copy_of_followed(path, fd, size, head)):
             return True
         self._registry.take_saved(FileKey(entry.dev, entry.ino))
         log.info("inode_reused", path=path, inode=entry.ino, saved_path=entry.path)
         return False
+
+    def _beside_known(self, real: str) -> bool:
+        """Whether ``real``'s name extends the name of a file we follow or have a saved position for."""
+        return next(self._registry.extended_by(real), None) is not None or bool(self._registry.saved_extended_by(real))
 
     def resume(self, entry: Entry, path: str, fd: int, size: int, head: bytes, keep_at_end: bool,
                rotated: RotationKind | None = None, before: Tail | None = None) -> Tail | None:
