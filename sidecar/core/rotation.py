@@ -13,6 +13,7 @@ no glob looks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
-from sidecar.core.discovery import Discovery, holds_name, is_prefix, shows_truncation
+from sidecar.core.discovery import Discovery, holds_name, is_prefix, resumable, shows_truncation
 from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
@@ -471,6 +472,8 @@ class Rotation:
             found = self._locate(entry, key)
             if found is not None:
                 self._resume(entry, *found)
+            else:
+                self._resume_from_copy(entry)
             holder = self._registry.holder_for(entry.path)
             self.find_generations(entry.path, entry.pattern, entry.seen,
                                   holder.family if holder is not None else entry.path)
@@ -489,6 +492,44 @@ class Rotation:
                                       before=self._registry.holder_for(entry.path))
         if tail is not None:
             log.info("resuming_rotated", path=path, offset=entry.offset)
+
+    def _resume_from_copy(self, entry: Entry) -> None:
+        """A saved file gone while we were down after logrotate copied it (copytruncate, then the file
+        deleted): the newest sibling written since our last look that holds every byte we knew of it, up to
+        our position, holds what we had not read, and is read on from there as the file (a glob matching
+        it skipped it as that file's copy)."""
+        found: tuple[_Candidate, bytes] | None = None
+        fp = Fingerprint(entry.fingerprint, entry.fp_len)
+        for sibling in self._siblings.of(entry.path):
+            key = FileKey.of(sibling.st)
+            if (sibling.st.st_size < entry.offset or sibling.st.st_mtime < entry.seen - COPY_SLACK
+                    or self._registry.open_tail(key) is not None or not entry.fp_len):
+                continue
+            opened = self._discovery.open_verified(sibling.path, entry.pattern, key)
+            if opened is None:
+                continue
+            try:
+                head = read_head(opened[0])
+                holds = fp.matches(head) and resumable(opened[0], entry)
+            except OSError:
+                holds = False
+            newer = found is None or opened[1].st_mtime_ns >= found[0].st.st_mtime_ns
+            if not (holds and newer):
+                os.close(opened[0])
+                continue
+            if found is not None:
+                os.close(found[0].fd)
+            found = _Candidate(sibling.path, key, opened[0], opened[1]), head
+        if found is None:
+            return
+        copy, head = found
+        self._registry.take_saved(FileKey(entry.dev, entry.ino))
+        moved = dataclasses.replace(entry, dev=copy.key.dev, ino=copy.key.ino)
+        tail = self._discovery.resume(moved, copy.path, copy.fd, copy.st.st_size, head, keep_at_end=False,
+                                      rotated="copytruncate", before=self._registry.holder_for(entry.path))
+        if tail is not None:
+            log.info("copytruncate_recovery", path=entry.path, copy=copy.path,
+                     missing_bytes=copy.st.st_size - entry.offset)
 
     def _locate(self, entry: Entry, key: FileKey) -> tuple[str, int, int] | None:
         paths = [entry.path, *(s.path for s in self._siblings.of(entry.path) if FileKey.of(s.st) == key)]
