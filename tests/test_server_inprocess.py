@@ -600,3 +600,34 @@ def test_a_rotated_file_that_cannot_be_read_is_given_up_and_holds_back_nothing(
     sink = _run_server(tmp_path, logs / "app.log", body)
     report = check(bytes(sink.out), {"app": writer.written}, may_lose={"app": writer.written[5:8]})
     assert report.ok, report.summary()
+
+
+def test_a_copy_named_by_the_events_and_renamed_on_since_is_still_the_copy_of_what_we_read(tmp_path: Path) -> None:
+    """Stopped (CPU-throttled): logrotate copied the file to ``app.log.1`` and truncated it; we ran just long
+    enough to hear of ``app.log.1`` and were stopped again, and a second copytruncate renamed that copy to
+    ``app.log.2`` and put a newer one at ``app.log.1``. Acting on the events then, the copy of what we had
+    read is looked for among all new siblings, not only at the name the events gave (before: the newer copy
+    was taken for the only one, and the older one's lines were lost, or with ``app.log*`` read again)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    writer = LogWriter(app)
+    writer.write(100)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await until(lambda: sink.out.count(b"\n") == 100)
+        for lines in (228, 228):
+            writer.write(lines)
+            first = logs / "app.log.1"
+            if first.exists():
+                first.rename(logs / "app.log.2")
+            shutil.copyfile(app, first)
+            os.truncate(app, 0)
+        writer.write(50)
+        (tail,) = server._registry
+        server._rotation.truncated(tail, app.read_bytes()[:256], only={str(logs / "app.log.1")})
+        await until(lambda: sink.out.count(b"\n") >= len(writer.written))
+
+    sink = _run_server(tmp_path, app, body)
+    report = check(bytes(sink.out), {"app": writer.written})
+    assert report.ok, report.summary()

@@ -78,6 +78,15 @@ def arrival_order(events: list[NameEvent]) -> dict[str, int]:
     return arrived
 
 
+def _copy_of_what_we_knew(tail: Tail, candidates: list[_Candidate]) -> int | None:
+    """Which of ``candidates`` (oldest first) holds the bytes a truncation took from ``tail``: the newest that
+    begins with every byte we know of it (the first, when we knew none), or None."""
+    if tail.fp.length == 0 and tail.pos == 0:
+        return 0 if candidates else None
+    matching = [i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)]
+    return matching[-1] if matching else None
+
+
 def _copies_since(tail: Tail) -> float:
     """Siblings changed before this cannot be copies holding bytes of ``tail`` we have not read."""
     return max(tail.looked_at - COPY_SLACK, tail.known_since)
@@ -284,15 +293,19 @@ class Rotation:
         never saw, read whole. Of a file we knew nothing of, every new sibling is such a copy, and so is
         every one (but copies of files we follow) when none begins with what we know: several copytruncates
         while we could not look, and the oldest copy, with what we had read, deleted since (``rotate N``,
-        gzip).
+        gzip). The copy of what we knew is looked for among all new siblings when none of ``only`` (those
+        the events named) is it: a rotation while we were stopped may have renamed it on since.
         """
         resume = tail.resume
         candidates = self._new_siblings(tail.named, _copies_since(tail), tail.pattern, only)
-        if tail.fp.length == 0 and tail.pos == 0:
-            start: int | None = 0 if candidates else None
-        else:
-            matching = [i for i, c in enumerate(candidates) if tail.holds_known_bytes(c.fd, c.st.st_size)]
-            start = matching[-1] if matching else None
+        start = _copy_of_what_we_knew(tail, candidates)
+        if start is None and only is not None:
+            wider = self._new_siblings(tail.named, _copies_since(tail), tail.pattern)
+            start = _copy_of_what_we_knew(tail, wider)
+            for unused in wider if start is None else candidates:
+                os.close(unused.fd)
+            if start is not None:
+                candidates = wider
         kind: RotationKind = "truncate"
         between: list[_Candidate] = []
         if start is not None:
