@@ -68,3 +68,27 @@ def test_a_copy_of_what_came_after_a_truncate_we_did_not_see_is_read_before_the_
     writer.write(50)
     sc.resume()
     assert_every_line_once_in_order(sc, writer)
+
+
+@pytest.mark.parametrize("watch", ["poll", "inotify"])
+@pytest.mark.parametrize("copies", [1, 2])
+def test_a_new_file_and_its_copy_first_seen_in_one_look_are_read_oldest_first(
+    watch: str, copies: int, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """The file did not exist when we started; it was created, written and copytruncated (``rotate 1``)
+    before our first look at it. The copy beside it, found in the same look and no newer, holds its older
+    lines: it is read first (before: after the file's newer lines, torture seed 5040)."""
+    app = log_dir / "app.log"
+    sc = sidecar(log_dir / "app.log*", "--watch", watch)
+    sc.pause()
+    writer = LogWriter(app)
+    for _ in range(copies):
+        writer.write(82)
+        logrotate(tmp_path, app, "    copytruncate", keep=1)
+    writer.write(82)
+    sc.resume()
+    expected = {"app": writer.written[-82 * 2:]}
+    sc.settle(expected)
+    assert sc.stop() == 0
+    report = check(sc.output(), expected)
+    assert report.ok, f"{report.summary()}\n{sc.stderr()}"

@@ -220,7 +220,27 @@ class Discovery:
             log.info("copytruncate_generation_found", path=holder.path, copy=item.path, inode=copy.key.ino)
             return None
         offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
+        unread = self._unread_holder(item.path, st.st_mtime_ns) if offset == 0 else None
+        if unread is not None:
+            self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "rename", before=unread,
+                       family=unread.family, opened_at=opened_at)
+            log.info("generation_found", path=item.path, inode=key.ino)
+            return None
         return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head), opened_at=opened_at)
+
+    def _unread_holder(self, path: str, mtime_ns: int) -> Tail | None:
+        """A followed file whose name ``path`` extends, not read yet and last written no earlier than the file
+        at ``path``: found in the same look (we started, or the file appeared, between two rotations), that
+        file is its older generation or copy, and is read first, as a generation search orders them."""
+        for named in self._registry.extended_by(os.path.realpath(path)):
+            for tail in named:
+                try:
+                    if (tail.rotated is None and tail.fd >= 0 and tail.pos == 0
+                            and os.fstat(tail.fd).st_mtime_ns >= mtime_ns):
+                        return tail
+                except OSError:
+                    continue
+        return None
 
     def saved_here(self, entry: Entry, path: str, fd: int, size: int, head: bytes,
                    other_content: Literal["at_its_name", "anywhere", "never"] = "at_its_name") -> bool:
