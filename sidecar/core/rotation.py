@@ -511,31 +511,20 @@ class Rotation:
         deleted): the newest sibling written since our last look that holds every byte we knew of it, up to
         our position, holds what we had not read, and is read on from there as the file (a glob matching
         it skipped it as that file's copy)."""
-        found: tuple[_Candidate, bytes] | None = None
-        fp = Fingerprint(entry.fingerprint, entry.fp_len)
-        for sibling in self._siblings.of(entry.path):
-            key = FileKey.of(sibling.st)
-            if (sibling.st.st_size < entry.offset or sibling.st.st_mtime < entry.seen - COPY_SLACK
-                    or self._registry.open_tail(key) is not None or not entry.fp_len):
-                continue
-            opened = self._discovery.open_verified(sibling.path, entry.pattern, key)
-            if opened is None:
-                continue
-            try:
-                head = read_head(opened[0])
-                holds = fp.matches(head) and resumable(opened[0], entry)
-            except OSError:
-                holds = False
-            newer = found is None or opened[1].st_mtime_ns >= found[0].st.st_mtime_ns
-            if not (holds and newer):
-                os.close(opened[0])
-                continue
-            if found is not None:
-                os.close(found[0].fd)
-            found = _Candidate(sibling.path, key, opened[0], opened[1]), head
-        if found is None:
+        if not entry.fp_len:
             return
-        copy, head = found
+        fp = Fingerprint(entry.fingerprint, entry.fp_len)
+        copy, head = None, b""
+        for candidate in reversed(self._new_siblings(entry.path, entry.seen - COPY_SLACK + MTIME_SLACK, entry.pattern)):
+            if copy is None and candidate.st.st_size >= entry.offset:
+                with contextlib.suppress(OSError):
+                    head = read_head(candidate.fd)
+                    if fp.matches(head) and resumable(candidate.fd, entry):
+                        copy = candidate
+                        continue
+            os.close(candidate.fd)
+        if copy is None:
+            return
         self._registry.take_saved(FileKey(entry.dev, entry.ino))
         moved = dataclasses.replace(entry, dev=copy.key.dev, ino=copy.key.ino)
         tail = self._discovery.resume(moved, copy.path, copy.fd, copy.st.st_size, head, keep_at_end=False,
