@@ -210,7 +210,8 @@ class Discovery:
             log.debug("copy_skipped", path=item.path, inode=key.ino)
             os.close(fd)
             return None
-        holder = self._replaced_holder(item.path, fd, st.st_size)
+        real = os.path.realpath(item.path)
+        holder = self._replaced_holder(real, fd, st.st_size)
         if holder is not None:
             if self._registry.open_tail(key) is not None:  # taken as one of its copies
                 os.close(fd)
@@ -220,7 +221,7 @@ class Discovery:
             log.info("copytruncate_generation_found", path=holder.path, copy=item.path, inode=copy.key.ino)
             return None
         offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
-        unread = self._unread_holder(item.path, st.st_mtime_ns) if offset == 0 else None
+        unread = self._unread_holder(real, st.st_mtime_ns) if offset == 0 else None
         if unread is not None:
             self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "rename", before=unread,
                        family=unread.family, opened_at=opened_at)
@@ -228,11 +229,11 @@ class Discovery:
             return None
         return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head), opened_at=opened_at)
 
-    def _unread_holder(self, path: str, mtime_ns: int) -> Tail | None:
-        """A followed file whose name ``path`` extends, not read yet and last written no earlier than the file
-        at ``path``: found in the same look (we started, or the file appeared, between two rotations), that
+    def _unread_holder(self, real: str, mtime_ns: int) -> Tail | None:
+        """A followed file whose name ``real`` extends, not read yet and last written no earlier than the file
+        at ``real``: found in the same look (we started, or the file appeared, between two rotations), that
         file is its older generation or copy, and is read first, as a generation search orders them."""
-        for named in self._registry.extended_by(os.path.realpath(path)):
+        for named in self._registry.extended_by(real):
             for tail in named:
                 try:
                     if (tail.rotated is None and tail.fd >= 0 and tail.pos == 0
@@ -316,8 +317,8 @@ class Discovery:
                 return True
         return False
 
-    def _replaced_holder(self, path: str, fd: int, size: int) -> Tail | None:
-        """A followed file whose name ``path`` (``size`` bytes on ``fd``) extends and whose content was replaced
+    def _replaced_holder(self, real: str, fd: int, size: int) -> Tail | None:
+        """A followed file whose name ``real`` (``size`` bytes on ``fd``) extends and whose content was replaced
         without our noticing yet: told now, so that it takes its copies, this one perhaps among them.
 
         Several copytruncates between two looks leave the oldest copy with what we were reading and newer
@@ -327,7 +328,7 @@ class Discovery:
         it (all of them, when we knew none) and is no prefix of it now. The copies are read oldest first,
         before the file's new content, as the truncation's own handling reads them.
         """
-        for named in self._registry.extended_by(os.path.realpath(path)):
+        for named in self._registry.extended_by(real):
             for tail in named:
                 try:
                     if tail.fd < 0 or tail.rotated is not None:
