@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sidecar.core.lines import COUNT_BLOCK, NewlineCounter, Piece, frame, utf8_cut
+from sidecar.core.lines import COUNT_BLOCK, CountCosts, NewlineCounter, Piece, frame, measured_costs, utf8_cut
 
 
 def _frame(data: bytes, max_line: int) -> tuple[list[Piece], bytes]:
@@ -49,14 +50,19 @@ def test_newlines_are_counted_exactly_across_simd_block_edges() -> None:
                 assert NewlineCounter().count(buf, start, end) == buf.count(b"\n", start, end)
 
 
-def test_newlines_are_counted_exactly_across_the_counters_own_blocks() -> None:
+ALWAYS_MAP = CountCosts(per_newline=1.0, per_byte=0.0)
+ALWAYS_COUNT = CountCosts(per_newline=0.0, per_byte=1.0)
+
+
+@pytest.mark.parametrize("costs", [ALWAYS_MAP, ALWAYS_COUNT], ids=["mapped", "counted"])
+def test_newlines_are_counted_exactly_across_the_counters_own_blocks(costs: CountCosts) -> None:
     """Large ranges are mapped and summed a block at a time, from any start: every edge counts once."""
     size = 3 * COUNT_BLOCK + 777
     buf = bytearray(b"y" * size)
     marks = [0, 1, 8191, 8192, COUNT_BLOCK - 1, COUNT_BLOCK, COUNT_BLOCK + 1, 2 * COUNT_BLOCK, size - 1]
     for pos in marks:
         buf[pos] = 0x0A
-    counter = NewlineCounter()
+    counter = NewlineCounter(costs)
     for start in (0, 1, 2, 8191, COUNT_BLOCK - 1, COUNT_BLOCK):
         for reach in (8191, 8192, COUNT_BLOCK, COUNT_BLOCK + 1, size):
             end = min(start + reach, size)
@@ -65,10 +71,37 @@ def test_newlines_are_counted_exactly_across_the_counters_own_blocks() -> None:
 
 @given(st.binary(min_size=0, max_size=300_000), st.integers(min_value=0, max_value=300_000))
 @example(bytes(range(256)) * 1024, 3)
-def test_newline_count_matches_bytes_count_for_any_bytes(data: bytes, start: int) -> None:
+def test_newline_count_matches_bytes_count_for_any_bytes_either_way(data: bytes, start: int) -> None:
     buf = bytearray(data)
     start = min(start, len(buf))
-    assert NewlineCounter().count(buf, start, len(buf)) == buf.count(b"\n", start)
+    for costs in (ALWAYS_MAP, ALWAYS_COUNT, measured_costs()):
+        assert NewlineCounter(costs).count(buf, start, len(buf)) == buf.count(b"\n", start)
+
+
+def test_the_counter_maps_dense_newlines_and_counts_sparse_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``count`` costing as much per newline as mapping 60 bytes, ranges of shorter lines are mapped. The
+    way follows the last range's lines, so the first range after a change of length still goes the old way."""
+    mapped: list[bool] = []
+    real = NewlineCounter._mapped
+
+    def recording(self: NewlineCounter, buf: bytearray, start: int, end: int) -> int:
+        mapped[-1] = True
+        return real(self, buf, start, end)
+
+    monkeypatch.setattr(NewlineCounter, "_mapped", recording)
+    counter = NewlineCounter(CountCosts(per_newline=60.0, per_byte=1.0))
+    short, long = bytearray(b"x" * 49 + b"\n") * 2000, bytearray(b"y" * 299 + b"\n") * 400
+    for buf in (short, short, long, long, short, short):
+        mapped.append(False)
+        assert counter.count(buf, 0, len(buf)) == buf.count(b"\n")
+    assert mapped == [False, True, True, False, False, True]
+
+
+def test_counting_costs_are_measured_once_per_process() -> None:
+    costs = measured_costs()
+    assert costs is measured_costs()
+    assert costs.per_newline > 0
+    assert costs.per_byte > 0
 
 
 def test_utf8_cut_moves_back_to_the_start_of_the_sequence_it_would_split() -> None:

@@ -1,16 +1,21 @@
 """Cutting a read buffer into complete lines without touching them one by one.
 
 The hot path finds the last newline with one ``rfind`` (``memrchr``) and counts lines with StringZilla's
-SIMD kernels. CPython's ``bytes.count`` of one byte is a plain loop, ~0.4 CPU-s per GB here, and it was
-the largest cost of a catch-up; StringZilla's ``count`` of one byte does ~0.13. Mapping every byte to 0 or
-1 (``translate``, a SIMD table lookup) into a 64 KiB block that stays in the CPU's cache and summing the
-block (``bytesum``) does ~0.05: :class:`NewlineCounter`. Only a line longer than ``max_line`` (which the
-caller guarantees can only be the first one in the buffer, by never reading more than ``max_line`` new
-bytes at once) costs extra work.
+SIMD kernels, in whichever of two ways is cheaper on this CPU for lines as long as the last ones. CPython's
+``bytes.count`` of one byte is a plain loop (0.4-0.8 CPU-s per GB), once the largest cost of a catch-up.
+StringZilla's ``count`` of one byte costs ~11 ns per newline found (0.08-0.13 s/GB for 100-byte lines).
+Mapping every byte to 0 or 1 (``translate``) into a 64 KiB block that stays in the CPU's cache and summing
+the block (``bytesum``) costs per byte, whatever the lines: ~0.05 s/GB where AVX-512 does the table lookup
+in one instruction, ~0.15-0.24 where AVX2 needs a dozen. :class:`NewlineCounter` times both once per
+process and picks per call. Only a line longer than ``max_line`` (which the caller guarantees can only be
+the first one in the buffer, by never reading more than ``max_line`` new bytes at once) costs extra work.
 """
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import stringzilla
@@ -36,19 +41,71 @@ _FEW_BYTES = 8 * 1024
 _ONE_PER_NEWLINE = bytes(1 if byte == 0x0A else 0 for byte in range(256))
 
 
+@dataclass(frozen=True, slots=True)
+class CountCosts:
+    """What counting costs here, in seconds: per newline found by ``count``, per byte mapped and summed."""
+
+    per_newline: float
+    per_byte: float
+
+
+_SAMPLE_LINE = b"." * 99 + b"\n"
+_TIMINGS = 5
+
+
+@functools.cache
+def measured_costs() -> CountCosts:
+    """Both ways timed on 64 KiB of 100-byte lines, best of a few (~1 ms, once per process): which one wins
+    depends on the CPU's vector unit, which no flag names reliably."""
+    sample = bytearray((_SAMPLE_LINE * (COUNT_BLOCK // len(_SAMPLE_LINE) + 1))[:COUNT_BLOCK])
+    block = bytearray(COUNT_BLOCK)
+    newlines = sample.count(b"\n")
+
+    def best(way: Callable[[], object]) -> float:
+        timings = []
+        for _ in range(_TIMINGS):
+            began = time.perf_counter()
+            way()
+            timings.append(time.perf_counter() - began)
+        return min(timings)
+
+    def by_map() -> int:
+        stringzilla.translate(sample, _ONE_PER_NEWLINE, out=block)
+        mapped: int = stringzilla.bytesum(block)
+        return mapped
+
+    by_count = best(lambda: stringzilla.count(sample, "\n"))
+    mapping = best(by_map)
+    return CountCosts(by_count / newlines, mapping / COUNT_BLOCK)
+
+
 class NewlineCounter:
-    """Counts ``\\n`` in a range of a buffer exactly, in place; owns the block the bytes are mapped into."""
+    """Counts ``\\n`` in a range of a buffer exactly, in place; owns the block the bytes are mapped into.
 
-    __slots__ = ("_block", "_view")
+    Lines in one stream tend to be alike, so the last range's density of newlines predicts the next one's:
+    ``count`` is used while that density times its cost per newline is below the per-byte cost of mapping.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_block", "_costs", "_density", "_view")
+
+    def __init__(self, costs: CountCosts | None = None) -> None:
         self._block = bytearray(COUNT_BLOCK)
         self._view = memoryview(self._block)
+        self._costs = costs or measured_costs()
+        self._density = 1 / len(_SAMPLE_LINE)
 
     def count(self, buf: bytearray, start: int, end: int) -> int:
         if end - start < _FEW_BYTES:
             few: int = stringzilla.count(buf, "\n", start, end)
             return few
+        if self._density * self._costs.per_newline < self._costs.per_byte:
+            total: int = stringzilla.count(buf, "\n", start, end)
+        else:
+            total = self._mapped(buf, start, end)
+        self._density = total / (end - start)
+        return total
+
+    def _mapped(self, buf: bytearray, start: int, end: int) -> int:
         block, view, translate, bytesum = self._block, self._view, stringzilla.translate, stringzilla.bytesum
         total = 0
         for first in range(start, end, COUNT_BLOCK):
