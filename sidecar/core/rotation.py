@@ -290,8 +290,10 @@ class Rotation:
 
         The copy we were reading is the newest new sibling that begins with every byte we know of the file
         (an older one that does too is a stale ``cp``); the siblings newer than it are copies of content we
-        never saw, read whole. Of a file we knew nothing of, every new sibling is such a copy, and so is
-        every one (but copies of files we follow) when none begins with what we know: several copytruncates
+        never saw, read whole, but for copies of what a file we follow holds now (``logrotate`` seen between
+        its copy and its truncation: that content is read from the file). Of a file we knew nothing of, every
+        new sibling is such a copy, and so is every one (but copies of files we follow) when none begins
+        with what we know: several copytruncates
         while we could not look, and the oldest copy, with what we had read, deleted since (``rotate N``,
         gzip). The copy of what we knew is looked for among all new siblings when none of ``only`` (those
         the events named) is it: a rotation while we were stopped may have renamed it on since.
@@ -312,7 +314,7 @@ class Rotation:
             kind = "copytruncate"
             for unused in candidates[:start]:
                 os.close(unused.fd)
-            copy, between = candidates[start], candidates[start + 1 :]
+            copy, between = candidates[start], self._drop_copies(candidates[start + 1 :])
             self._resume_copy(tail, copy, resume)
         else:
             between = self._drop_copies(candidates)
