@@ -256,11 +256,13 @@ class Discovery:
         ``app.log.1``, whose number logrotate's next copy took: that copy is the other file's), or
         ``anywhere`` for the saved file looked for beside its name (copytruncated, then renamed), never for
         a file we let go looked at as a possible copy; and never for a copy of a followed file, which is
-        what took the number.
+        what took the number. A file saved while empty has a fingerprint of nothing, which every content
+        begins with: it tells no more than the number, and a copy of a followed file is not it either.
         """
-        if Fingerprint(entry.fingerprint, entry.fp_len).matches(head) or (
-                (other_content == "anywhere" or (other_content == "at_its_name" and os.path.realpath(path) == entry.path
-                                                 and not self._beside_known(entry.path)))
+        if (Fingerprint(entry.fingerprint, entry.fp_len).matches(head) and (entry.fp_len or not size)) or (
+                (not entry.fp_len or other_content == "anywhere"
+                 or (other_content == "at_its_name" and os.path.realpath(path) == entry.path
+                     and not self._beside_known(entry.path)))
                 and not self.copy_of_followed(path, fd, size, head)):
             return True
         self._registry.take_saved(FileKey(entry.dev, entry.ino))
