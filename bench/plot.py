@@ -36,7 +36,7 @@ def draw(figures: Mapping[str, Any], png: Path) -> None:
         mb = benches["stream_throughput"]["backlog_bytes"] / 1e6
         _bars(axes[0], rows, "mb_per_s", f"catch-up into a pipe, {mb:,.0f} MB backlog\nMB/s of log (higher is better)")
         _bars(axes[1], rows, "cpu_s_per_gb", "CPU seconds per GB of log\n(lower is better)")
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=2)
     if "stream_latency" in benches:
         _latency(axes[2], benches["stream_latency"]["rows"])
     fig.savefig(png, dpi=110)
