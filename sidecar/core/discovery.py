@@ -216,18 +216,24 @@ class Discovery:
             if self._registry.open_tail(key) is not None:  # taken as one of its copies
                 os.close(fd)
                 return None
-            copy = self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "copytruncate", before=holder,
-                              family=holder.family)
+            copy = self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "copytruncate",
+                              before=self._older_than(holder, st.st_mtime_ns), family=holder.family)
             log.info("copytruncate_generation_found", path=holder.path, copy=item.path, inode=copy.key.ino)
             return None
         offset = tail_offset(fd, st.st_size) if first_start and self._config.read_from == "tail" else 0
         unread = self._unread_holder(real, st.st_mtime_ns) if offset == 0 else None
         if unread is not None:
-            self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "rename", before=unread,
-                       family=unread.family, opened_at=opened_at)
+            self.track(item.path, item.pattern, key, fd, 0, Fingerprint.of(head), "rename",
+                       before=self._older_than(unread, st.st_mtime_ns), family=unread.family, opened_at=opened_at)
             log.info("generation_found", path=item.path, inode=key.ino)
             return None
         return self.track(item.path, item.pattern, key, fd, offset, Fingerprint.of(head), opened_at=opened_at)
+
+    def _older_than(self, holder: Tail, mtime_ns: int) -> Tail:
+        """What a copy or generation of ``holder``'s family last written at ``mtime_ns`` goes just before: the
+        first of the family's files written after it, which may be a file renamed away from the name while we
+        were down (resumed as a generation), or else ``holder``."""
+        return self._registry.written_after(holder.family, mtime_ns, holder) or holder
 
     def _unread_holder(self, real: str, mtime_ns: int) -> Tail | None:
         """A followed file whose name ``real`` extends, not read yet and last written no earlier than the file
@@ -288,7 +294,9 @@ class Discovery:
             entry.seen = time.time()
             return None
         self._registry.take_saved(key)
-        tail = self.track(path, entry.pattern, key, fd, entry.offset, fp, rotated, before)
+        moved = os.path.realpath(path) != entry.path
+        tail = self.track(path, entry.pattern, key, fd, entry.offset, fp, rotated or ("rename" if moved else None),
+                          before, family=entry.path if moved and before is None else None)
         tail.named = entry.path
         tail.resumed(entry.seen)
         if not same or size < entry.offset:
