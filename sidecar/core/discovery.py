@@ -284,7 +284,9 @@ class Discovery:
         """Follow a file we have a saved position for again, from that position.
 
         Content replaced meanwhile (the head or the offset marker changed, or the file shrank) is handled as
-        a truncation. A file holding nothing past the position is closed again unless ``keep_at_end``.
+        a truncation. A file holding nothing past the position is closed again unless ``keep_at_end``. One
+        saved while empty and found under another name is a generation of the name it was saved under: we
+        know nothing of its content by which its copies could be told, only that name's family's order.
         """
         key = FileKey(entry.dev, entry.ino)
         fp = Fingerprint(entry.fingerprint, entry.fp_len)
@@ -294,9 +296,10 @@ class Discovery:
             entry.seen = time.time()
             return None
         self._registry.take_saved(key)
-        moved = os.path.realpath(path) != entry.path
-        tail = self.track(path, entry.pattern, key, fd, entry.offset, fp, rotated or ("rename" if moved else None),
-                          before, family=entry.path if moved and before is None else None)
+        unknown_elsewhere = not entry.fp_len and os.path.realpath(path) != entry.path
+        tail = self.track(path, entry.pattern, key, fd, entry.offset, fp,
+                          rotated or ("rename" if unknown_elsewhere else None), before,
+                          family=entry.path if unknown_elsewhere and before is None else None)
         tail.named = entry.path
         tail.resumed(entry.seen)
         if not same or size < entry.offset:
