@@ -1,9 +1,9 @@
 """Memory stays bounded whatever the application writes: a 64 MiB line, or 48 MiB that never get their newline.
 
-With ``--max-line-bytes 1MiB`` the sidecar holds one shared buffer of about 2 MiB and at most 1 MiB of
-pending partial line per file; a line longer than that is cut into pieces that each end in ``\\n``. A
-follower that buffered the whole line would need its size in memory; the peak resident memory
-(``VmHWM``) must stay under 60 MiB, which is less than the line.
+With ``--max-line-bytes 1MiB`` the sidecar holds one shared buffer of about 1.5 MiB (resident only as far
+as reads reached) and at most 1 MiB of pending partial line per file; a line longer than that is cut
+into pieces that each end in ``\\n``. A follower that buffered the whole line would need its size in
+memory; the peak resident memory (``VmHWM``) must stay under 60 MiB, which is less than the line.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sidecar.core.tail import ReadBuffer
 from tests.conftest import SidecarFactory, SidecarProcess, metric, peak_rss_kib, scrape
 from tests.prom import free_port
 
@@ -76,3 +77,19 @@ def test_a_partial_line_over_max_line_bytes_is_emitted_in_pieces_while_memory_st
     peak, output = feed(sidecar, log_dir, partial, b"the end\n")
     assert peak < PEAK_LIMIT_KIB, f"peak RSS {peak / 1024:.1f} MiB with a {len(partial) / MIB:.0f} MiB partial line"
     assert_pieces_of(output, partial + b"the end")
+
+
+def _resident_kib() -> int:
+    with open("/proc/self/status") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0])
+
+
+def test_the_read_buffer_is_resident_only_as_far_as_reads_reached() -> None:
+    """Quiet files need a few kilobytes of the 1.5 MiB buffer; a buffer zeroed when made would hold it all."""
+    before = _resident_kib()
+    buffer = ReadBuffer(MIB, 512 * 1024)
+    made = _resident_kib()
+    buffer.view[:MIB] = bytes(MIB)
+    used = _resident_kib()
+    assert made - before < 256, f"a new read buffer made {made - before} KiB resident"
+    assert used - made >= 900, "writing 1 MiB into the buffer should have made it resident"

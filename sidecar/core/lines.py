@@ -14,11 +14,15 @@ the first one in the buffer, by never reading more than ``max_line`` new bytes a
 from __future__ import annotations
 
 import functools
+import mmap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import stringzilla
+
+Buffer = bytearray | mmap.mmap
+"""What lines are framed in: the core's read buffer (a memory map) or, in tests, a ``bytearray``."""
 
 
 @dataclass(slots=True)
@@ -94,7 +98,7 @@ class NewlineCounter:
         self._costs = costs or measured_costs()
         self._density = 1 / len(_SAMPLE_LINE)
 
-    def count(self, buf: bytearray, start: int, end: int) -> int:
+    def count(self, buf: bytearray | memoryview, start: int, end: int) -> int:
         if end - start < _FEW_BYTES:
             few: int = stringzilla.count(buf, "\n", start, end)
             return few
@@ -105,7 +109,7 @@ class NewlineCounter:
         self._density = total / (end - start)
         return total
 
-    def _mapped(self, buf: bytearray, start: int, end: int) -> int:
+    def _mapped(self, buf: bytearray | memoryview, start: int, end: int) -> int:
         block, view, translate, bytesum = self._block, self._view, stringzilla.translate, stringzilla.bytesum
         total = 0
         for first in range(start, end, COUNT_BLOCK):
@@ -115,7 +119,7 @@ class NewlineCounter:
         return total
 
 
-def utf8_cut(buf: bytearray, cut: int, floor: int) -> int:
+def utf8_cut(buf: Buffer, cut: int, floor: int) -> int:
     """Move ``cut`` back (at most 3 bytes, never to ``floor`` or below) so that it does not split a UTF-8 sequence.
 
     Where no sequence start is that near (the bytes are not UTF-8), ``cut`` stays where it was.
@@ -126,7 +130,7 @@ def utf8_cut(buf: bytearray, cut: int, floor: int) -> int:
     return cut
 
 
-def frame(buf: bytearray, view: memoryview, total: int, max_line: int, counter: NewlineCounter, begin: int = 0
+def frame(buf: Buffer, view: memoryview, total: int, max_line: int, counter: NewlineCounter, begin: int = 0
           ) -> tuple[list[Piece], int]:
     """Split ``buf[begin:total]`` into pieces of complete lines; return them and where the incomplete rest starts.
 
@@ -144,6 +148,6 @@ def frame(buf: bytearray, view: memoryview, total: int, max_line: int, counter: 
         begin = cut
     end = buf.rfind(b"\n", begin, total) + 1
     if end > begin:
-        pieces.append(Piece(view[begin:end], counter.count(buf, begin, end), begin, end))
+        pieces.append(Piece(view[begin:end], counter.count(view, begin, end), begin, end))
         begin = end
     return pieces, begin

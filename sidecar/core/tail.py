@@ -7,6 +7,7 @@ using it (:attr:`Tail.in_sink`): a sink may still be copying from the descriptor
 
 from __future__ import annotations
 
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -24,14 +25,19 @@ LEAD = MARK_BYTES
 
 
 class ReadBuffer:
-    """The one buffer every read goes through: the marker, a pending partial line, and one read."""
+    """The one buffer every read goes through: the marker, a pending partial line, and one read.
+
+    An anonymous memory map, not a ``bytearray``: a ``bytearray`` is zeroed when made, so all of its
+    1.5 MiB (by default) would be resident from the start, while a map's pages become resident only once a
+    read reaches them. Following quiet files touches the first few kilobytes alone.
+    """
 
     __slots__ = ("buf", "counter", "max_line", "read_size", "view")
 
     def __init__(self, max_line: int, read_chunk: int) -> None:
         self.max_line = max_line
         self.read_size = min(read_chunk, max_line)
-        self.buf = bytearray(LEAD + max_line + self.read_size)
+        self.buf = mmap.mmap(-1, LEAD + max_line + self.read_size)
         self.view = memoryview(self.buf)
         self.counter = NewlineCounter()
 
@@ -170,7 +176,7 @@ class Tail:
             buf[LEAD:start] = pending
         pos = self.pos
         got = os.preadv(self.fd, [view[start - marked : start + size]], pos - marked) - marked
-        if got < 0 or (marked and not buf.startswith(before, start - marked)):
+        if got < 0 or (marked and buf[start - marked : start] != before):
             return Truncated(read_head(self.fd))
         if got == 0:
             if not marked and pos and os.fstat(self.fd).st_size < pos:
@@ -185,7 +191,7 @@ class Tail:
             self.size = now
         self.at_eof = got < size
         self.last_growth = time.monotonic()
-        self.before = bytes(buf[end - MARK_BYTES if got > MARK_BYTES - marked else start - marked : end])
+        self.before = buf[end - MARK_BYTES if got > MARK_BYTES - marked else start - marked : end]
         pieces, rest = frame(buf, view, end, buffer.max_line, buffer.counter, LEAD)
         self.pending = bytes(view[rest:end]) if rest < end else b""
         return Chunk(pieces, pos - start)
