@@ -53,6 +53,10 @@ SWEEP_EVERY = 5
 """With live events, every file's name and size are checked every this many poll intervals."""
 BUSY_WAKE = 0.0005
 """A write this soon after the reader began to wait means writes keep coming: batch them."""
+YIELD_EVERY = 0.001
+"""While files have more to read, the reader lets the loop run (name events, probes, the other tasks) at
+least this often, not after every round: a round of one busy file is one 512 KiB chunk (~0.1 ms), and a
+loop iteration per chunk cost 5 % of a catch-up's CPU (0.320 -> 0.303 CPU-s per GB behind a Python reader)."""
 BATCH_PAUSE = 0.0003
 """Under sustained writes, pause this long before looking for more, so that one read takes several writes
 and the writes that came meanwhile cost no wake-up of their own. A plain sleep, not the loop's: its timers
@@ -380,6 +384,7 @@ class FileServer:
         hot: set[Tail] = set()
         busy = False
         watching = False
+        yielded = time.monotonic()
         while not stop.is_set():
             self._liveness.beat()
             if self._callback_error is not None:
@@ -393,7 +398,9 @@ class FileServer:
                 await self._close_finished()
             if hot:
                 changes = Changes()
-                await asyncio.sleep(0)
+                if time.monotonic() - yielded >= YIELD_EVERY:
+                    await asyncio.sleep(0)
+                    yielded = time.monotonic()
                 continue
             self._checkpointer.caught_up()
             if not watching and len(self._registry):
