@@ -241,6 +241,9 @@ class FileServer:
         knew = None
         if tail.pos == 0 and tail.rotated is None:
             order = self._registry.version
+            self._watcher.names_now()
+            if tail.rotated is not None or tail.fd < 0:
+                return True
             self._rotation.check_copies(tail)
             if self._registry.version != order:
                 return True

@@ -67,6 +67,15 @@ class Watcher(Protocol):
         when a name changed meanwhile (reported by then): the writes may come after it, so they are the
         reader's to serve."""
 
+    def names_now(self) -> None:
+        """Report the name events queued so far to ``on_names`` now, from the caller.
+
+        The reader asks before it reads a file of which it knows no byte: while we could not run (SIGSTOP,
+        CPU throttling) a copytruncate may have made a copy of content we never saw, and the file's name
+        may have moved since; only the events' order tells that copy from a successor, and it must be known
+        as a copy before the file's new content is read, or that content comes out first.
+        """
+
     def wake(self) -> None:
         """Make a pending :meth:`wait` return now (used to stop)."""
 

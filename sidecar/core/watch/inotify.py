@@ -280,6 +280,9 @@ class InotifyWatcher:
             return False
         return True
 
+    def names_now(self) -> None:
+        self._names_ready()
+
     def _timer_fired(self) -> None:
         """The timeout of the wait that set the timer, which may be an earlier one: a wait still pending and
         not yet due gets the timer again for its own deadline."""

@@ -31,6 +31,9 @@ class PollWatcher:
     def take_queued(self, into: Changes) -> bool:
         return True
 
+    def names_now(self) -> None:
+        pass
+
     def wake(self) -> None:
         self._woken.set()
 
