@@ -518,10 +518,19 @@ def metric(samples: Mapping[tuple[str, Labels], float], name: str, **labels: str
     return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
 
 
+def _status_kib(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(f"{field}:"))
+
+
 def peak_rss_kib(pid: int) -> int:
     """Peak resident memory of a running process (``VmHWM``), in KiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return _status_kib(pid, "VmHWM")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a running process now (``VmRSS``), in KiB."""
+    return _status_kib(pid, "VmRSS")
 
 
 # --- A real Prometheus, shared by every test that needs one (observability) -------------------------

@@ -8,11 +8,12 @@ memory; the peak resident memory (``VmHWM``) must stay under 60 MiB, which is le
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from sidecar.core.tail import ReadBuffer
-from tests.conftest import SidecarFactory, SidecarProcess, metric, peak_rss_kib, scrape
+from tests.conftest import SidecarFactory, SidecarProcess, metric, peak_rss_kib, rss_kib, scrape
 from tests.prom import free_port
 
 MIB = 1024 * 1024
@@ -79,17 +80,12 @@ def test_a_partial_line_over_max_line_bytes_is_emitted_in_pieces_while_memory_st
     assert_pieces_of(output, partial + b"the end")
 
 
-def _resident_kib() -> int:
-    with open("/proc/self/status") as status:
-        return int(status.read().split("VmRSS:")[1].split()[0])
-
-
 def test_the_read_buffer_is_resident_only_as_far_as_reads_reached() -> None:
     """Quiet files need a few kilobytes of the 1.5 MiB buffer; a buffer zeroed when made would hold it all."""
-    before = _resident_kib()
+    before = rss_kib(os.getpid())
     buffer = ReadBuffer(MIB, 512 * 1024)
-    made = _resident_kib()
+    made = rss_kib(os.getpid())
     buffer.view[:MIB] = bytes(MIB)
-    used = _resident_kib()
+    used = rss_kib(os.getpid())
     assert made - before < 256, f"a new read buffer made {made - before} KiB resident"
     assert used - made >= 900, "writing 1 MiB into the buffer should have made it resident"
