@@ -252,7 +252,13 @@ def test_ledger_in_any_commit_order_stands_past_the_longest_committed_prefix(
 ) -> None:
     """Batch ``i`` is committed at about ``i + rng.randint(0, spread)``: in order, nearly, or at random."""
     moves: list[int] = []
-    ledger = Ledger(0, lambda: moves.append(ledger.committed))
+    steps: list[int] = []
+
+    def advanced(moved: int) -> None:
+        moves.append(ledger.committed)
+        steps.append(moved)
+
+    ledger = Ledger(0, advanced)
     commits = [ledger.add(10 * (i + 1)) for i in range(batches)]
     done = [False] * batches
     for index in sorted(range(batches), key=lambda i: (i + rng.randint(0, spread), i)):
@@ -267,6 +273,7 @@ def test_ledger_in_any_commit_order_stands_past_the_longest_committed_prefix(
             assert moves[-1] == ledger.committed
     assert ledger.idle
     assert moves == sorted(set(moves))
+    assert sum(steps) == ledger.committed, "each advance reports the bytes it moved by"
     first, second = ledger.add(10 * batches + 5), ledger.add(10 * batches + 9)
     first()
     commits[rng.randrange(batches)]()  # a batch of the settled list, committed again

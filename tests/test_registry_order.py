@@ -15,7 +15,8 @@ def _tail(path: Path) -> Tail:
     path.write_bytes(b"a line\n")
     fd = os.open(path, os.O_RDONLY)
     st = os.fstat(fd)
-    return Tail(FileKey(st.st_dev, st.st_ino), fd, str(path), str(path), 0, Fingerprint.of(read_head(fd)), lambda: None)
+    fp = Fingerprint.of(read_head(fd))
+    return Tail(FileKey(st.st_dev, st.st_ino), fd, str(path), str(path), 0, fp, lambda _: None)
 
 
 def test_a_few_named_files_of_many_come_in_reading_order_after_every_insert_and_release(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """A slow stdout reader (a throttled node agent, a ``kubectl logs`` over a slow link) and what must still hold.
 
 With stdout slower than the files grow, the reader spends its time inside a write to stdout. Then:
-the drain after SIGTERM still ends at its deadline, never in the middle of a line (the pod's next
-container would see half a line, and the restart the whole line again); and giving up a rotated file
-after ``--rotate-wait-max`` waits for the write in progress, instead of closing the descriptor under it
-(EBADF taken for "stdout closed", or another file's bytes copied out through a reused number).
+progress is saved as it is made, though the reader never catches up; the drain after SIGTERM still ends
+at its deadline, never in the middle of a line (the pod's next container would see half a line, and the
+restart the whole line again); and giving up a rotated file after ``--rotate-wait-max`` waits for the
+write in progress, instead of closing the descriptor under it (EBADF taken for "stdout closed", or
+another file's bytes copied out through a reused number).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from tests.checker import check, lines_in_files
-from tests.conftest import SidecarFactory
+from tests.conftest import SidecarFactory, read_state
 from tests.writer import BackgroundWriter, LogWriter
 
 RATE = 1_000_000
@@ -76,3 +77,24 @@ def test_giving_up_a_rotated_file_waits_for_the_write_in_progress(log_dir: Path,
     assert sc.stop() == 0, sc.stderr()
     report = check(sc.output(), expected, may_lose={"old": lines_in_files([log_dir / "app.log.1"], "old")})
     assert report.ok, report.summary()
+
+
+def test_a_catch_up_that_never_ends_saves_its_progress_as_it_goes_whatever_the_interval(
+    log_dir: Path, checkpoint_dir: Path, sidecar: SidecarFactory
+) -> None:
+    """11 MB of backlog behind a 1 MB/s reader: ~11 s in which the reader never catches up. Progress must
+    be on disk within ~0.25 s of being made (a SIGKILL repeats no more), not after --checkpoint-interval."""
+    app = log_dir / "app.log"
+    LogWriter(app).write(100_000)
+    total = app.stat().st_size
+    sc = sidecar(app, "--checkpoint-interval", "60s", start=False)
+    sc.stdout_rate = RATE
+    sc.start()
+    sc.wait_for_lines(1000)
+    saved = []
+    for _ in range(2):
+        time.sleep(1.0)
+        saved.append(max((int(str(e["offset"])) for e in read_state(checkpoint_dir)), default=0))
+        read = len(sc.output())  # the pipe holds more that the kernel took (committed) and we did not read
+        assert saved[-1] >= read - RATE // 2, f"saved {saved[-1]} bytes, {read} read from stdout"
+    assert 0 < saved[0] < saved[1] < total, f"saved offsets {saved} while catching up {total} bytes"

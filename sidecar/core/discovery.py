@@ -87,7 +87,7 @@ class Discovery:
     """Opens the files the globs name; see the module docstring."""
 
     def __init__(self, config: FollowConfig, paths: PathsProvider, registry: Registry, problems: Problems,
-                 on_advance: Callable[[], None], on_replaced: Replaced) -> None:
+                 on_advance: Callable[[int], None], on_replaced: Replaced) -> None:
         self._config = config
         self.paths = paths
         self._registry = registry

@@ -2,7 +2,7 @@
 
 Agent mode has several chunks in flight and acks may complete in any order; a checkpoint may still
 only point past a prefix that is entirely confirmed. The ledger turns out-of-order commits into that
-in-order position, and tells the checkpointer each time it moves.
+in-order position, and tells the checkpointer each time it moves, and by how many bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ _COMPACT_AFTER = 64
 """Settled batches kept at the front of the list before it is cut (agent mode has many out per file)."""
 
 
-def _nothing() -> None:
+def _nothing(moved: int) -> None:
     pass
 
 
@@ -26,7 +26,7 @@ class Ledger:
 
     __slots__ = ("_next", "_on_advance", "_pending", "committed")
 
-    def __init__(self, committed: int, on_advance: Callable[[], None] = _nothing) -> None:
+    def __init__(self, committed: int, on_advance: Callable[[int], None] = _nothing) -> None:
         self.committed = committed
         self._pending: list[list[int]] | None = None  # only while batches are out: idle files need none
         self._next = 0
@@ -49,14 +49,15 @@ class Ledger:
                 done += 1
             if done == start:
                 return
-            self.committed = pending[done - 1][0]
+            moved = pending[done - 1][0] - self.committed
+            self.committed += moved
             if done == len(pending):
                 self._pending = None
             elif done > _COMPACT_AFTER:
                 del pending[:done]
                 done = 0
             self._next = done
-            self._on_advance()
+            self._on_advance(moved)
 
         return commit
 

@@ -103,7 +103,7 @@ class Tail:
     )
 
     def __init__(self, key: FileKey, fd: int, path: str, pattern: str, offset: int, fp: Fingerprint,
-                 on_advance: Callable[[], None], rotated: RotationKind | None = None, family: str | None = None,
+                 on_advance: Callable[[int], None], rotated: RotationKind | None = None, family: str | None = None,
                  opened_at: float | None = None) -> None:
         now = time.monotonic()
         wall = time.time() if opened_at is None else opened_at
