@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from sidecar.core import discovery
+from sidecar.core import server as server_module
 from sidecar.core.checkpoint import CheckpointStore
 from sidecar.core.config import FollowConfig, WatchBackend
 from sidecar.core.discovery import Discovery
@@ -705,3 +706,32 @@ def test_a_copy_made_before_the_name_moved_of_a_file_we_knew_nothing_of_is_read_
 
     sink = _run_server(tmp_path, logs / "app.log*", body)
     assert bytes(sink.out) == b"".join(written)
+
+
+
+class _Clock:
+    """The server's clock, moved by hand."""
+
+    now = 100.0
+
+    @classmethod
+    def monotonic(cls) -> float:
+        return cls.now
+
+
+def test_one_short_gap_between_writes_is_jitter_and_two_in_a_row_are_writes_that_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only sustained writes are batched: a line written late and the next on time is one short gap."""
+    server = FileServer(_config(tmp_path, tmp_path / "app.log"), FreezingSink(), NullObserver())
+    monkeypatch.setattr(server_module, "time", _Clock)
+    server._end_round()
+    _Clock.now += 0.003
+    server._end_round()
+    _Clock.now += 0.0002
+    assert not server._writes_keep_coming(), "the round before the last one ended long before it"
+    server._end_round()
+    _Clock.now += 0.0002
+    assert server._writes_keep_coming(), "two rounds in quick succession, and a write soon after"
+    _Clock.now += 0.003
+    assert not server._writes_keep_coming(), "a write long after the last round"
