@@ -46,6 +46,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.checker import delivered, scan
+from tests.writer import LogWriter
 
 StdoutTo = Literal["pipe", "file", "held"]
 
@@ -390,6 +391,13 @@ class SidecarFactory(Protocol):
         start: bool = True,
         ready: bool = True,
     ) -> SidecarProcess: ...
+
+
+@pytest.fixture(autouse=True)
+def _writers_closed() -> Iterator[None]:
+    """Each test's log writers are closed after it, so a long run does not collect their descriptors."""
+    yield
+    LogWriter.close_all()
 
 
 @pytest.fixture

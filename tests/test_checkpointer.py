@@ -43,8 +43,12 @@ def _drive(tmp_path: Path, body: Callable[[Checkpointer, Saves], Awaitable[None]
         await body(keeper, saves)
         finished.set()
         await task
+        keeper.save_final()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
     return saves
 
 

@@ -735,3 +735,34 @@ def test_one_short_gap_between_writes_is_jitter_and_two_in_a_row_are_writes_that
     assert server._writes_keep_coming(), "two rounds in quick succession, and a write soon after"
     _Clock.now += 0.003
     assert not server._writes_keep_coming(), "a write long after the last round"
+
+
+def _open_descriptors() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
+def test_a_stopped_server_lets_go_of_every_descriptor_so_another_can_take_its_checkpoint_dir(
+    tmp_path: Path,
+) -> None:
+    """An embedding (or a test run) that stops one server and starts another in the same process must
+    not be refused the directory lock by its own first server, nor collect its descriptors."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"first\n")
+
+    def rotate(sink: FreezingSink, server: FileServer) -> None:
+        os.rename(logs / "app.log", logs / "app.log.1")
+        (logs / "app.log").write_bytes(b"second\n")
+
+    before = Counter(_open_descriptors())
+    first = _run_server(tmp_path, logs / "app.log*", rotate)
+    leaked = Counter(_open_descriptors()) - before
+    assert not leaked, f"descriptors left open by a stopped server: {dict(leaked)}"
+    (logs / "app.log").write_bytes(b"second\nthird\n")
+    second = _run_server(tmp_path, logs / "app.log*", lambda sink, server: None)
+    assert bytes(first.out) == b"first\nsecond\n"
+    assert bytes(second.out) == b"third\n"

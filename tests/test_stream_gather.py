@@ -204,8 +204,10 @@ class _StalledReader:
     def _run(self) -> None:
         if not self._released.wait(self._watchdog):
             self.watchdog_fired.set()
+        readable = select.poll()
+        readable.register(self.fd, select.POLLIN)
         while True:
-            select.select([self.fd], [], [])
+            readable.poll()
             with self.lock:
                 try:
                     chunk = os.read(self.fd, 1 << 16)

@@ -25,6 +25,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _MAX_PAYLOAD = 200
@@ -60,6 +61,8 @@ class LogWriter:
     before it, even though the sidecar reads part of those from the copy.
     """
 
+    _open: ClassVar[set[LogWriter]] = set()
+
     def __init__(self, path: Path, stream: str = "app", first_seq: int = 0) -> None:
         self.path = path
         self.stream = stream
@@ -74,6 +77,7 @@ class LogWriter:
         """The open descriptor, opening (and so creating) ``path`` if the file was let go."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            LogWriter._open.add(self)
         return self._fd
 
     def write(self, count: int = 1, *, batch: bool = True) -> range:
@@ -155,6 +159,13 @@ class LogWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        LogWriter._open.discard(self)
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every writer still open: a test's writers must not pile up descriptors in the run."""
+        for writer in list(cls._open):
+            writer.close()
 
     def _next_file(self) -> None:
         if self.files[-1]:

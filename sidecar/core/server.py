@@ -565,6 +565,7 @@ class FileServer:
             raise _first_error(group) from None
         finally:
             self._checkpointer.save_final()
+            self._store.close()
             self._registry.close_all()
             self._watcher.close()
             log.info("stopped", files=len(self._registry), checkpoint=str(self._store.path))
