@@ -737,14 +737,6 @@ def test_one_short_gap_between_writes_is_jitter_and_two_in_a_row_are_writes_that
     assert not server._writes_keep_coming(), "a write long after the last round"
 
 
-def _open_descriptors() -> list[str]:
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            found.append(os.readlink(f"/proc/self/fd/{fd}"))
-    return found
-
-
 def test_a_stopped_server_lets_go_of_every_descriptor_so_another_can_take_its_checkpoint_dir(
     tmp_path: Path,
 ) -> None:
@@ -758,9 +750,9 @@ def test_a_stopped_server_lets_go_of_every_descriptor_so_another_can_take_its_ch
         os.rename(logs / "app.log", logs / "app.log.1")
         (logs / "app.log").write_bytes(b"second\n")
 
-    before = Counter(_open_descriptors())
+    before = Counter(_open_paths())
     first = _run_server(tmp_path, logs / "app.log*", rotate)
-    leaked = Counter(_open_descriptors()) - before
+    leaked = Counter(_open_paths()) - before
     assert not leaked, f"descriptors left open by a stopped server: {dict(leaked)}"
     (logs / "app.log").write_bytes(b"second\nthird\n")
     second = _run_server(tmp_path, logs / "app.log*", lambda sink, server: None)
