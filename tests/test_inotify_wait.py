@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from sidecar.core.watch import Changes
-from sidecar.core.watch.inotify import InotifyWatcher
+from sidecar.core.watch.inotify import IN_MODIFY, IN_Q_OVERFLOW, InotifyWatcher, _Instance
 
 
 async def _timed_wait(watcher: InotifyWatcher, timeout: float) -> tuple[float, bool]:
@@ -214,3 +216,14 @@ def test_a_name_that_is_not_utf8_is_reported_as_a_glob_finds_it(tmp_path: Path) 
             assert (await watcher.wait(5.0)).paths == {str(found)}
 
     asyncio.run(scenario())
+
+
+def test_an_overflowed_queue_asks_for_every_file_and_says_events_were_lost() -> None:
+    instance = _Instance(ctypes.CDLL(None, use_errno=True), IN_MODIFY, reports_names=True)
+    try:
+        into = Changes()
+        instance._parse(struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0), into, None)
+        assert into.everything
+        assert into.lost
+    finally:
+        instance.close()

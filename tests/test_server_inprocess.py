@@ -758,3 +758,40 @@ def test_a_stopped_server_lets_go_of_every_descriptor_so_another_can_take_its_ch
     second = _run_server(tmp_path, logs / "app.log*", lambda sink, server: None)
     assert bytes(first.out) == b"first\nsecond\n"
     assert bytes(second.out) == b"third\n"
+
+
+def test_a_sweep_while_events_are_live_reads_no_file_again_whose_size_is_where_we_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of files that each got a line since the last sweep cost it an ``fstat`` each, not a read; a
+    rewrite in place at the same size is still read, from its events."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    paths = [logs / f"app-{i}.log" for i in range(20)]
+    for path in paths:
+        path.write_bytes(b"first\n")
+    reads: Counter[str] = Counter()
+    read = Tail.read
+
+    def counted(tail: Tail, buffer: ReadBuffer) -> Chunk | Truncated | None:
+        reads[tail.path] += 1
+        return read(tail, buffer)
+
+    monkeypatch.setattr(Tail, "read", counted)
+
+    async def body(sink: FreezingSink, server: FileServer) -> None:
+        await until(lambda: sink.out.count(b"\n") == len(paths))
+        for path in paths:
+            with path.open("ab") as out:
+                out.write(b"second\n")
+        await until(lambda: sink.out.count(b"\n") == 2 * len(paths))
+        reads.clear()
+        await asyncio.sleep(2.5)  # two sweeps or more: one every 5 polls of 0.2 s
+        assert not reads
+        fd = os.open(paths[0], os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"FIRST\nSECOND\n", 0)
+        finally:
+            os.close(fd)
+        await until(lambda: sink.out.endswith(b"FIRST\nSECOND\n"))
+
+    _run_server(tmp_path, logs / "*.log", body)

@@ -138,3 +138,21 @@ def test_a_growing_small_file_is_read_whole_and_a_byte_changed_in_its_head_or_ma
         assert isinstance(tail.read(buffer), Truncated)
     finally:
         os.close(tail.fd)
+
+
+def test_a_sweep_by_size_passes_over_a_file_read_to_its_end_whose_times_moved_but_not_one_that_grew_or_shrank(
+        opened: tuple[Path, Tail], buffer: ReadBuffer) -> None:
+    path, tail = opened
+    _append(path, b"one\n")
+    assert _text(tail.read(buffer)) == b"one\n"
+    tail.unchanged()
+    assert tail.unchanged()
+    os.utime(path, ns=(1, 1))
+    assert not tail.unchanged(), "a poll by times reads a file whose times moved"
+    assert tail.unchanged(by_size=True)
+    _append(path, b"two\n")
+    assert not tail.unchanged(by_size=True)
+    assert _text(tail.read(buffer)) == b"two\n"
+    assert tail.unchanged(by_size=True)
+    os.truncate(path, 2)
+    assert not tail.unchanged(by_size=True)

@@ -350,17 +350,17 @@ class FileServer:
         ended = self._round_ended
         return time.monotonic() - ended < BUSY_WAKE and ended - self._round_before < 2 * BUSY_WAKE
 
-    async def _read_round(self, tails: Iterable[Tail], polled: bool = False) -> bool:
+    async def _read_round(self, tails: Iterable[Tail], polled: bool = False, by_size: bool = False) -> bool:
         """Batches the quick path handed over, then one chunk from each of ``tails``, in order, then the
         sink's flush; True when anything was read."""
         handed, self._handed = self._handed, None
         if handed is not None:
             await self._hand(*handed)
-        busy = await self._read_each(tails, polled)
+        busy = await self._read_each(tails, polled, by_size)
         await self._sink.flush()
         return busy
 
-    async def _read_each(self, tails: Iterable[Tail], polled: bool) -> bool:
+    async def _read_each(self, tails: Iterable[Tail], polled: bool, by_size: bool) -> bool:
         """One chunk from each of ``tails``, in order; True when anything was read.
 
         Within a family an older file still being read holds the newer ones back (old before new), and a
@@ -379,7 +379,7 @@ class FileServer:
             if tail.family in held:
                 tail.at_eof = False
                 continue
-            if not (polled and tail.rotated is None and tail.unchanged()):
+            if not (polled and tail.rotated is None and tail.unchanged(by_size)):
                 taken = self._take(tail, looked)
                 if isinstance(taken, Chunk):
                     await self._emit(tail, taken)
@@ -406,7 +406,8 @@ class FileServer:
             if changes.structure:
                 self._rescan()
             wanted = list(self._registry) if changes.everything else self._registry.to_read(changes.paths, hot)
-            await self._read_round(wanted, polled=changes.everything)
+            await self._read_round(wanted, polled=changes.everything,
+                                   by_size=self._watcher.live and not changes.lost)
             hot = {t for t in wanted if not t.at_eof and t.fd >= 0}
             if self._registry.has_rotated:
                 await self._close_finished()

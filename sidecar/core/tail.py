@@ -200,15 +200,21 @@ class Tail:
         """This tail continues a file saved at ``seen``: copies made since then may hold its bytes."""
         self.looked_at = self.known_since = seen
 
-    def unchanged(self) -> bool:
-        """True when the file's size and times are what they were at the last call and we read all of it.
+    def unchanged(self, by_size: bool = False) -> bool:
+        """True when a poll need not read the file (one ``fstat`` instead of three calls): we read all of it and
+        its size and times are what they were at the last call or, ``by_size``, its size is where we stopped.
 
-        A poll that finds a file unchanged need not read it: one ``fstat`` instead of three calls.
+        ``by_size`` is for a sweep while changes are reported as they happen and none were lost: content
+        rewritten in place at the same size sends events of its own, and so is read then; without any (an
+        ``mmap`` writer), the offset marker still sees it at the file's next growth. Following thousands of
+        files that each got a line since the last sweep, the sweep then reads none of them again.
         """
         try:
             st = os.fstat(self.fd)
         except OSError:
             return False
+        if by_size:
+            return st.st_size == self.pos and self.at_eof
         sig = hash((st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         same = sig == self._looked_sig and st.st_size == self.pos and self.at_eof
         self._looked_sig = sig

@@ -29,11 +29,14 @@ NamesCallback = Callable[[list[NameEvent]], None]
 
 @dataclass(slots=True)
 class Changes:
-    """What woke the reader: the paths that changed, and whether files may have appeared or vanished."""
+    """What woke the reader: the paths that changed, whether files may have appeared or vanished, whether
+    every file is to be looked at, and whether events were lost (the kernel's queue overflowed), so that a
+    file's size alone no longer tells that nothing happened to it."""
 
     paths: set[str] = field(default_factory=set)
     structure: bool = False
     everything: bool = False
+    lost: bool = False
 
 
 DataCallback = Callable[[Changes], bool]

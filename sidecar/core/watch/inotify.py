@@ -132,7 +132,7 @@ class _Instance:
                 into.paths.add(last_path)
                 continue
             if mask & IN_Q_OVERFLOW:
-                into.everything = True
+                into.everything = into.lost = True
                 continue
             if mask & IN_IGNORED:
                 self._last = (-1, b"", "")
