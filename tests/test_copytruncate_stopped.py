@@ -103,21 +103,23 @@ def test_copytruncate_runs_while_stopped_that_delete_the_copy_of_what_was_read_l
     assert not failed, failed
 
 
+@pytest.mark.parametrize("unread", [57, 0])
 @pytest.mark.parametrize("glob", ["app.log", "app.log*"])
 def test_a_file_copytruncated_then_deleted_while_down_is_read_on_from_its_copy(
-    glob: str, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
+    glob: str, unread: int, tmp_path: Path, log_dir: Path, sidecar: SidecarFactory
 ) -> None:
-    """While we are down: lines, logrotate's copy (``app.log.1``), then the file itself deleted. Its inode is
-    gone, but the copy holds every byte we knew of it and those we had not read: it is read on from our
-    position (before: skipped as the saved file's copy, by the glob and by the generation search, and the
-    lines written while down were lost)."""
+    """While we are down: ``unread`` lines, logrotate's copy (``app.log.1``), then the file itself deleted. Its
+    inode is gone, but the copy holds every byte we knew of it and those we had not read: it is read on from
+    our position (before: skipped as the saved file's copy, by the glob and by the generation search, and the
+    lines written while down were lost). A copy holding just what we had read is that file at its end
+    (before: taken for a generation and read again from its first byte, all 200 lines repeated)."""
     app = log_dir / "app.log"
     writer = LogWriter(app)
     writer.write(200)
     sc = sidecar(log_dir / glob)
     sc.wait_for_lines(200)
     assert sc.stop() == 0
-    writer.write(57)
+    writer.write(unread)
     logrotate(tmp_path, app, "    copytruncate", keep=3)
     writer.close()
     app.unlink()

@@ -531,7 +531,9 @@ class Rotation:
         moved = dataclasses.replace(entry, dev=copy.key.dev, ino=copy.key.ino)
         tail = self._discovery.resume(moved, copy.path, copy.fd, copy.st.st_size, head, keep_at_end=False,
                                       rotated="copytruncate", before=self._registry.holder_for(entry.path))
-        if tail is not None:
+        if tail is None:  # the copy holds nothing we had not read: it is known, at its end, not a generation
+            self._registry.remember(dataclasses.replace(moved, path=os.path.realpath(copy.path)))
+        else:
             log.info("copytruncate_recovery", path=entry.path, copy=copy.path,
                      missing_bytes=copy.st.st_size - entry.offset)
 
