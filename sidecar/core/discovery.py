@@ -9,6 +9,7 @@ the original's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -204,6 +205,8 @@ class Discovery:
             return None
         if entry is not None and not self.saved_here(entry, item.path, fd, st.st_size, head):
             entry = None
+        if entry is None:
+            entry = self._copy_of_disowned(key, fd, st.st_size, head)
         if entry is not None:
             return self.resume(entry, item.path, fd, st.st_size, head, keep_at_end=startup)
         if self.copy_of_followed(item.path, fd, st.st_size, head):
@@ -271,9 +274,20 @@ class Discovery:
                      and not self._beside_known(entry.path)))
                 and not self.copy_of_followed(path, fd, size, head)):
             return True
-        self._registry.take_saved(FileKey(entry.dev, entry.ino))
+        self._registry.disown(FileKey(entry.dev, entry.ino))
         log.info("inode_reused", path=path, inode=entry.ino, saved_path=entry.path)
         return False
+
+    def _copy_of_disowned(self, key: FileKey, fd: int, size: int, head: bytes) -> Entry | None:
+        """The saved position of a file whose number the scan found on another file (or on ours, emptied by
+        copytruncate), when this file holds every byte we knew of it up to that position: its copy, read on
+        from there (known files are looked at first, so the number was disowned before its copy is met)."""
+        for entry in self._registry.disowned():
+            if (entry.fp_len and size >= entry.offset and Fingerprint(entry.fingerprint, entry.fp_len).matches(head)
+                    and resumable(fd, entry)):
+                self._registry.claim_disowned(entry)
+                return dataclasses.replace(entry, dev=key.dev, ino=key.ino)
+        return None
 
     def _beside_known(self, real: str) -> bool:
         """Whether ``real``'s name extends the name of a file we follow or have a saved position for."""

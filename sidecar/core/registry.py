@@ -36,6 +36,8 @@ class Registry:
         self._rotated: list[Tail] = []
         self._known_paths: dict[str, list[Entry]] | None = None
         """Saved entries by path, built when asked for and dropped whenever the saved ones change."""
+        self._disowned: list[Entry] | None = []
+        """Entries disowned during start-up (see :meth:`disown`); None once it is over."""
         self._layout: tuple[set[str], dict[str, list[Tail]]] | None = None
         """Directories of the open files, and the files holding names by directory; dropped when files
         come, go or lose their names, so that a poll need not look at every file."""
@@ -68,6 +70,29 @@ class Registry:
         self.changes += 1
         self._known_paths = None
         return self._known.pop(key, None)
+
+    def disown(self, key: FileKey) -> Entry | None:
+        """Forget the saved position of a file whose number now names another file (or one that cannot tell:
+        ours emptied). Until start-up is over (:meth:`disowned`), the entry is kept for the search of a copy
+        of it made while we were down."""
+        entry = self.take_saved(key)
+        if entry is not None and self._disowned is not None:
+            self._disowned.append(entry)
+        return entry
+
+    def disowned(self) -> list[Entry]:
+        """The entries disowned during start-up and not claimed since (a snapshot)."""
+        return list(self._disowned or ())
+
+    def claim_disowned(self, entry: Entry) -> None:
+        """A copy of a disowned file was found and follows on from its position."""
+        if self._disowned is not None:
+            self._disowned.remove(entry)
+
+    def end_startup(self) -> list[Entry]:
+        """The entries still disowned; from now on, disowned ones are simply forgotten."""
+        entries, self._disowned = self._disowned or [], None
+        return entries
 
     def remember(self, entry: Entry) -> None:
         """Keep a position for a file that is not open (a copy consumed, a file let go, the state file's)."""

@@ -479,38 +479,47 @@ class Rotation:
 
     def resume_saved(self) -> None:
         """Finish what moved away while we were down: each saved file not reopened by its name, wherever its
-        inode is now (at its saved path, or beside it), and any generation born since our last look."""
+        inode is now (at its saved path, or beside it), and any generation born since our last look. A saved
+        file whose number the scan found on another file (or on ours, emptied) may have left a copy."""
         for entry in self._registry.saved_entries():
             key = FileKey(entry.dev, entry.ino)
             if self._registry.open_tail(key) is not None:
                 continue
+            seen = entry.seen  # a file found at its end is kept as seen now: the search reaches back to our last look
             found = self._locate(entry, key)
-            if found is not None:
-                self._resume(entry, *found)
-            else:
+            if found is None or not self._resume(entry, *found):
                 self._resume_from_copy(entry)
-            holder = self._registry.holder_for(entry.path)
-            self.find_generations(entry.path, entry.pattern, entry.seen,
-                                  holder.family if holder is not None else entry.path)
+            self._find_generations_since(entry, seen)
+        for entry in self._registry.end_startup():
+            self._resume_from_copy(entry)
+            self._find_generations_since(entry, entry.seen)
 
-    def _resume(self, entry: Entry, path: str, fd: int, size: int) -> None:
-        """Reopen a saved file found away from its name, if it holds more than we had read of it."""
+    def _find_generations_since(self, entry: Entry, seen: float) -> None:
+        holder = self._registry.holder_for(entry.path)
+        self.find_generations(entry.path, entry.pattern, seen, holder.family if holder is not None else entry.path)
+
+    def _resume(self, entry: Entry, path: str, fd: int, size: int) -> bool:
+        """Reopen a saved file found away from its name, if it holds more than we had read of it; False when
+        its number now belongs to another file (or to ours emptied by copytruncate: an empty file cannot
+        tell), whose copy beside it may then hold what we knew."""
         try:
             head = read_head(fd)
         except OSError:
             os.close(fd)
-            return
+            return True
         if not self._discovery.saved_here(entry, path, fd, size, head, other_content="anywhere"):
             os.close(fd)
-            return
+            return False
         tail = self._discovery.resume(entry, path, fd, size, head, keep_at_end=False, rotated="rename",
                                       before=self._registry.holder_for(entry.path))
         if tail is not None:
             log.info("resuming_rotated", path=path, offset=entry.offset)
+        return True
 
     def _resume_from_copy(self, entry: Entry) -> None:
         """A saved file gone while we were down after logrotate copied it (copytruncate, then the file
-        deleted): the newest sibling written since our last look that holds every byte we knew of it, up to
+        deleted, or renamed on empty where its number cannot tell it from a new file's): the newest sibling
+        written since our last look that holds every byte we knew of it, up to
         our position, holds what we had not read, and is read on from there as the file (a glob matching
         it skipped it as that file's copy)."""
         if not entry.fp_len:
