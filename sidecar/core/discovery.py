@@ -58,6 +58,14 @@ def resumable(fd: int, entry: Entry) -> bool:
         return False
 
 
+def holds_saved(entry: Entry, fd: int, size: int, head: bytes) -> bool:
+    """Whether the file on ``fd`` (``size`` bytes, beginning with ``head``) holds every byte we knew of the saved
+    file up to its position: the head we fingerprinted and the marker before the offset. Such a file found
+    under another number is that file's copy, to be read on from there; a file saved empty tells nothing."""
+    return (bool(entry.fp_len) and size >= entry.offset and Fingerprint(entry.fingerprint, entry.fp_len).matches(head)
+            and resumable(fd, entry))
+
+
 def _replaced(tail: Tail) -> bool:
     """Whether the file ``tail`` reads no longer holds what we read of it: its head changed, or it shrank."""
     return not tail.fp.matches(read_head(tail.fd)) or os.fstat(tail.fd).st_size < tail.pos
@@ -283,8 +291,7 @@ class Discovery:
         copytruncate), when this file holds every byte we knew of it up to that position: its copy, read on
         from there (known files are looked at first, so the number was disowned before its copy is met)."""
         for entry in self._registry.disowned():
-            if (entry.fp_len and size >= entry.offset and Fingerprint(entry.fingerprint, entry.fp_len).matches(head)
-                    and resumable(fd, entry)):
+            if holds_saved(entry, fd, size, head):
                 self._registry.claim_disowned(entry)
                 return dataclasses.replace(entry, dev=key.dev, ino=key.ino)
         return None

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sidecar.core.checkpoint import Entry
-from sidecar.core.discovery import Discovery, holds_name, is_prefix, resumable, shows_truncation
+from sidecar.core.discovery import Discovery, holds_name, holds_saved, is_prefix, shows_truncation
 from sidecar.core.events import Observer, RotationKind
 from sidecar.core.identity import FileKey, Fingerprint, read_head
 from sidecar.core.registry import Registry
@@ -487,8 +487,10 @@ class Rotation:
                 continue
             seen = entry.seen  # a file found at its end is kept as seen now: the search reaches back to our last look
             found = self._locate(entry, key)
-            if found is None or not self._resume(entry, *found):
+            if found is None:
                 self._resume_from_copy(entry)
+            elif not self._resume(entry, *found):
+                continue  # disowned: its copy is looked for below, with the others start-up disowned
             self._find_generations_since(entry, seen)
         for entry in self._registry.end_startup():
             self._resume_from_copy(entry)
@@ -524,13 +526,12 @@ class Rotation:
         it skipped it as that file's copy)."""
         if not entry.fp_len:
             return
-        fp = Fingerprint(entry.fingerprint, entry.fp_len)
         copy, head = None, b""
         for candidate in reversed(self._new_siblings(entry.path, entry.seen - COPY_SLACK + MTIME_SLACK, entry.pattern)):
             if copy is None and candidate.st.st_size >= entry.offset:
                 with contextlib.suppress(OSError):
                     head = read_head(candidate.fd)
-                    if fp.matches(head) and resumable(candidate.fd, entry):
+                    if holds_saved(entry, candidate.fd, candidate.st.st_size, head):
                         copy = candidate
                         continue
             os.close(candidate.fd)
