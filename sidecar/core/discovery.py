@@ -213,10 +213,12 @@ class Discovery:
             return None
         if entry is not None and not self.saved_here(entry, item.path, fd, st.st_size, head):
             entry = None
+        before = None
         if entry is None:
             entry = self._copy_of_disowned(key, fd, st.st_size, head)
+            before = self._registry.first_beside(entry.path, st.st_mtime_ns) if entry is not None else None
         if entry is not None:
-            return self.resume(entry, item.path, fd, st.st_size, head, keep_at_end=startup)
+            return self.resume(entry, item.path, fd, st.st_size, head, keep_at_end=startup, before=before)
         if self.copy_of_followed(item.path, fd, st.st_size, head):
             log.debug("copy_skipped", path=item.path, inode=key.ino)
             os.close(fd)

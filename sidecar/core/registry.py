@@ -192,6 +192,17 @@ class Registry:
             later.append(newest)
         return min(later, key=self._rank().__getitem__) if later else None
 
+    def first_beside(self, path: str, mtime_ns: int) -> Tail | None:
+        """The first, in reading order, of the open files named ``path`` or a name extending it (``app.log.1``)
+        that were last written no earlier than ``mtime_ns``: what a copy of ``path``'s file found late, last
+        written then, goes just before. Only start-up asks (a copy of a disowned file), so it looks at every file."""
+        directory, name = os.path.split(path)
+        for tail in self._tails:
+            where, called = os.path.split(tail.real)
+            if where == directory and called.startswith(name) and _written(tail) >= mtime_ns:
+                return tail
+        return None
+
     def holder_for(self, path: str) -> Tail | None:
         """The newest followed file that still holds the name ``path`` is, or extends (``app.log`` for
         ``app.log.1``): generations found beside it go just before it."""
