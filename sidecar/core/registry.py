@@ -71,14 +71,13 @@ class Registry:
         self._known_paths = None
         return self._known.pop(key, None)
 
-    def disown(self, key: FileKey) -> Entry | None:
+    def disown(self, key: FileKey) -> None:
         """Forget the saved position of a file whose number now names another file (or one that cannot tell:
         ours emptied). Until start-up is over (:meth:`disowned`), the entry is kept for the search of a copy
         of it made while we were down."""
         entry = self.take_saved(key)
         if entry is not None and self._disowned is not None:
             self._disowned.append(entry)
-        return entry
 
     def disowned(self) -> list[Entry]:
         """The entries disowned during start-up and not claimed since (a snapshot)."""

@@ -24,6 +24,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from sidecar.core.checkpoint import CheckpointStore
 from sidecar.core.checkpointer import Checkpointer
@@ -42,6 +43,9 @@ from sidecar.errors import CheckpointError, SidecarError
 from sidecar.log import get_logger
 
 log = get_logger("sidecar.core")
+
+Sweep = Literal["by_times", "by_size"]
+"""How a sweep tells a file it need not read: its size and times unchanged, or its size where we stopped."""
 
 QUIET_AFTER_STOP = 1.0
 """With --drain-timeout, how long files must stay quiet after SIGTERM before we exit early."""
@@ -350,17 +354,18 @@ class FileServer:
         ended = self._round_ended
         return time.monotonic() - ended < BUSY_WAKE and ended - self._round_before < 2 * BUSY_WAKE
 
-    async def _read_round(self, tails: Iterable[Tail], polled: bool = False, by_size: bool = False) -> bool:
+    async def _read_round(self, tails: Iterable[Tail], sweep: Sweep | None = None) -> bool:
         """Batches the quick path handed over, then one chunk from each of ``tails``, in order, then the
-        sink's flush; True when anything was read."""
+        sink's flush; True when anything was read. A ``sweep`` (every file, on a poll) skips the files that
+        look unchanged, judged by their times or by their size (see :meth:`Tail.unchanged`)."""
         handed, self._handed = self._handed, None
         if handed is not None:
             await self._hand(*handed)
-        busy = await self._read_each(tails, polled, by_size)
+        busy = await self._read_each(tails, sweep)
         await self._sink.flush()
         return busy
 
-    async def _read_each(self, tails: Iterable[Tail], polled: bool, by_size: bool) -> bool:
+    async def _read_each(self, tails: Iterable[Tail], sweep: Sweep | None) -> bool:
         """One chunk from each of ``tails``, in order; True when anything was read.
 
         Within a family an older file still being read holds the newer ones back (old before new), and a
@@ -379,7 +384,7 @@ class FileServer:
             if tail.family in held:
                 tail.at_eof = False
                 continue
-            if not (polled and tail.rotated is None and tail.unchanged(by_size)):
+            if not (sweep and tail.rotated is None and tail.unchanged(by_size=sweep == "by_size")):
                 taken = self._take(tail, looked)
                 if isinstance(taken, Chunk):
                     await self._emit(tail, taken)
@@ -406,8 +411,10 @@ class FileServer:
             if changes.structure:
                 self._rescan()
             wanted = list(self._registry) if changes.everything else self._registry.to_read(changes.paths, hot)
-            await self._read_round(wanted, polled=changes.everything,
-                                   by_size=self._watcher.live and not changes.lost)
+            sweep: Sweep | None = None
+            if changes.everything:
+                sweep = "by_size" if self._watcher.live and not changes.lost else "by_times"
+            await self._read_round(wanted, sweep)
             hot = {t for t in wanted if not t.at_eof and t.fd >= 0}
             if self._registry.has_rotated:
                 await self._close_finished()
