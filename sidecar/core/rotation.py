@@ -223,17 +223,24 @@ class Rotation:
         """
         self._discovery.consider_path(tail.path)
         current = os.path.realpath(tail.path)
-        suffix = os.path.splitext(tail.real)[1]
-        directory = os.path.dirname(tail.real)
+        self._follow_targets_between(tail.real, tail.seen_at_path, tail.pattern, current,
+                                     self._registry.holder_for(current), tail.family)
+
+    def _follow_targets_between(self, old: str, since: float, pattern: str, current: str, holder: Tail | None,
+                                family: str) -> None:
+        """The files created since ``since`` in the directory of ``old``, a link's target then, that look
+        like it (its extension in their name) and are not ``current``, its target now: followed oldest
+        first, before ``holder``."""
+        suffix = os.path.splitext(old)[1]
+        directory = os.path.dirname(old)
         found = []
-        for candidate in self._candidates_in(directory, tail.seen_at_path - MTIME_SLACK, tail.pattern):
+        for candidate in self._candidates_in(directory, since - MTIME_SLACK, pattern):
             if candidate.path == current or suffix not in os.path.basename(candidate.path):
                 os.close(candidate.fd)
             else:
                 found.append(candidate)
         found = self._drop_copies(found, keep_empty=_own_names(found, directory))
-        self._follow_in_order(found, tail.pattern, self._registry.holder_for(current), tail.family,
-                              "symlink_target_found")
+        self._follow_in_order(found, pattern, holder, family, "symlink_target_found")
 
     # -- content -------------------------------------------------------------------------------------
 
@@ -491,14 +498,34 @@ class Rotation:
                 self._resume_from_copy(entry)
             elif not self._resume(entry, *found):
                 continue  # disowned: its copy is looked for below, with the others start-up disowned
-            self._find_generations_since(entry, seen)
+            self._find_born_since(entry, seen)
         for entry in self._registry.end_startup():
             self._resume_from_copy(entry)
-            self._find_generations_since(entry, entry.seen)
+            self._find_born_since(entry, entry.seen)
 
-    def _find_generations_since(self, entry: Entry, seen: float) -> None:
-        holder = self._registry.holder_for(entry.path)
-        self.find_generations(entry.path, entry.pattern, seen, holder.family if holder is not None else entry.path)
+    def _find_born_since(self, entry: Entry, seen: float) -> None:
+        """The files born since our last look (``seen``) that a saved file's lines went on in: its generations
+        and, when a symlink named it and names another file now, the link's targets in between."""
+        holder = self._holder_of(entry)
+        family = holder.family if holder is not None else entry.path
+        self.find_generations(entry.path, entry.pattern, seen, family)
+        link = self._link_of(entry)
+        if link is not None and link.real != entry.path:
+            self._follow_targets_between(entry.path, seen, entry.pattern, link.real, holder, family)
+
+    def _holder_of(self, entry: Entry) -> Tail | None:
+        """What a saved file's generations and copies found at start-up go before: the file that holds its
+        name, or the one the symlink that named it names now."""
+        return self._registry.holder_for(entry.path) or self._link_of(entry)
+
+    def _link_of(self, entry: Entry) -> Tail | None:
+        """The followed symlink's file that a saved file was followed through (its own name matches no glob):
+        the one of its glob whose target is in its directory, if there is just one."""
+        if self._discovery.paths.match(entry.path) is not None:
+            return None
+        beside = self._registry.holding_names().get(os.path.dirname(entry.path), ())
+        links = [t for t in beside if t.pattern == entry.pattern and t.path != t.real]
+        return links[0] if len(links) == 1 else None
 
     def _resume(self, entry: Entry, path: str, fd: int, size: int) -> bool:
         """Reopen a saved file found away from its name, if it holds more than we had read of it; False when
@@ -513,7 +540,7 @@ class Rotation:
             os.close(fd)
             return False
         tail = self._discovery.resume(entry, path, fd, size, head, keep_at_end=False, rotated="rename",
-                                      before=self._registry.holder_for(entry.path))
+                                      before=self._holder_of(entry))
         if tail is not None:
             log.info("resuming_rotated", path=path, offset=entry.offset)
         return True
@@ -540,7 +567,7 @@ class Rotation:
         self._registry.take_saved(FileKey(entry.dev, entry.ino))
         moved = dataclasses.replace(entry, dev=copy.key.dev, ino=copy.key.ino)
         tail = self._discovery.resume(moved, copy.path, copy.fd, copy.st.st_size, head, keep_at_end=False,
-                                      rotated="copytruncate", before=self._registry.holder_for(entry.path))
+                                      rotated="copytruncate", before=self._holder_of(entry))
         if tail is None:  # the copy holds nothing we had not read: it is known, at its end, not a generation
             self._registry.remember(dataclasses.replace(moved, path=os.path.realpath(copy.path)))
         else:
