@@ -506,10 +506,10 @@ class Rotation:
     def _find_born_since(self, entry: Entry, seen: float) -> None:
         """The files born since our last look (``seen``) that a saved file's lines went on in: its generations
         and, when a symlink named it and names another file now, the link's targets in between."""
-        holder = self._holder_of(entry)
+        link = self._link_of(entry)
+        holder = self._registry.holder_for(entry.path) or link
         family = holder.family if holder is not None else entry.path
         self.find_generations(entry.path, entry.pattern, seen, family)
-        link = self._link_of(entry)
         if link is not None and link.real != entry.path:
             self._follow_targets_between(entry.path, seen, entry.pattern, link.real, holder, family)
 
@@ -548,9 +548,9 @@ class Rotation:
     def _resume_from_copy(self, entry: Entry) -> None:
         """A saved file gone while we were down after logrotate copied it (copytruncate, then the file
         deleted, or renamed on empty where its number cannot tell it from a new file's): the newest sibling
-        written since our last look that holds every byte we knew of it, up to
-        our position, holds what we had not read, and is read on from there as the file (a glob matching
-        it skipped it as that file's copy)."""
+        written since our last look that holds every byte we knew of it, up to our position, holds what we
+        had not read, and is read on from there as the file (a glob matching it skipped it as that file's
+        copy)."""
         if not entry.fp_len:
             return
         copy, head = None, b""
