@@ -13,7 +13,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from sidecar.core.watch import Changes
-from sidecar.core.watch.inotify import IN_MODIFY, IN_Q_OVERFLOW, InotifyWatcher, _Instance
+from sidecar.core.watch.base import NameEvent
+from sidecar.core.watch.inotify import (
+    IN_CREATE,
+    IN_DELETE,
+    IN_IGNORED,
+    IN_MODIFY,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    InotifyWatcher,
+    _Instance,
+)
 
 
 async def _timed_wait(watcher: InotifyWatcher, timeout: float) -> tuple[float, bool]:
@@ -225,5 +236,60 @@ def test_an_overflowed_queue_asks_for_every_file_and_says_events_were_lost() -> 
         instance._parse(struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0), into, None)
         assert into.everything
         assert into.lost
+    finally:
+        instance.close()
+
+
+def _event(wd: int, mask: int, name: bytes = b"", cookie: int = 0) -> bytes:
+    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
+    return struct.pack("iIII", wd, mask, cookie, len(padded)) + padded
+
+
+def test_writes_and_name_changes_in_one_read_are_parsed_as_they_would_be_one_by_one(tmp_path: Path) -> None:
+    events = [
+        (IN_MODIFY, b"a.log", 0), (IN_MODIFY, b"a.log", 0), (IN_MODIFY, b"b.log", 0),
+        (IN_MOVED_FROM, b"a.log", 7), (IN_MOVED_TO, b"a.log.1", 7), (IN_CREATE, b"a.log", 0),
+        (IN_MODIFY, b"a.log", 0), (IN_MODIFY, b"a.log.1", 0), (IN_DELETE, b"b.log", 0), (IN_MODIFY, b"", 0),
+    ]
+
+    def parse(chunks: list[bytes], reports_names: bool) -> tuple[Changes, list[NameEvent], bool]:
+        instance = _Instance(ctypes.CDLL(None, use_errno=True), IN_MODIFY, reports_names=reports_names)
+        try:
+            instance.watch({str(tmp_path)})
+            wd = instance._wds[str(tmp_path)]
+            into, names = Changes(), list[NameEvent]()
+            for chunk in chunks:
+                instance._parse(chunk.replace(b"WD__", struct.pack("i", wd)), into, names)
+            return into, names, instance.names_seen
+        finally:
+            instance.close()
+
+    raw = [b"WD__" + _event(0, mask, name, cookie)[4:] for mask, name, cookie in events]
+    for reports_names in (True, False):
+        whole, one_by_one = parse([b"".join(raw)], reports_names), parse(raw, reports_names)
+        assert whole == one_by_one
+    into, names, _ = parse([b"".join(raw)], True)
+    d = str(tmp_path)
+    assert into.paths == {f"{d}/a.log", f"{d}/b.log", f"{d}/a.log.1", d}
+    assert into.structure
+    assert [(n.path, n.change, n.cookie) for n in names] == [
+        (f"{d}/a.log", "gone", 7), (f"{d}/a.log.1", "moved_in", 7), (f"{d}/a.log", "created", 0),
+        (f"{d}/b.log", "gone", 0)]
+    into, names, seen = parse([b"".join(raw)], False)
+    assert (into.paths, into.structure, names, seen) == ({f"{d}/a.log", f"{d}/b.log", f"{d}/a.log.1", d}, False, [],
+                                                         True)
+
+
+def test_a_watch_gone_forgets_the_path_kept_from_the_event_before(tmp_path: Path) -> None:
+    instance = _Instance(ctypes.CDLL(None, use_errno=True), IN_MODIFY, reports_names=False)
+    try:
+        instance.watch({str(tmp_path)})
+        wd = instance._wds[str(tmp_path)]
+        into = Changes()
+        instance._parse(_event(wd, IN_MODIFY, b"a.log") + _event(wd, IN_IGNORED) + _event(wd, IN_MODIFY, b"a.log"),
+                        into, None)
+        assert into.paths == {f"{tmp_path}/a.log"}
+        assert into.structure
+        assert str(tmp_path) not in instance._wds
     finally:
         instance.close()
