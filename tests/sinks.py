@@ -7,6 +7,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from sidecar.core.sink import Source
+
 
 class Unbuffered:
     """A sink that gathers nothing (flushing is a no-op) and has nothing left to wait for at shutdown."""
@@ -15,6 +17,9 @@ class Unbuffered:
 
     async def flush(self) -> None:
         pass
+
+    def write_now(self, source: Source, data: memoryview, lines: int) -> bool:
+        return False
 
     def flush_now(self) -> bool:
         return True

@@ -7,10 +7,12 @@ refuse offers, as a sink holding back would: refused batches must still come out
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from sidecar.core.config import FollowConfig
 from sidecar.core.events import NullObserver
 from sidecar.core.server import FileServer, TaskFailed
-from sidecar.core.sink import Batch
+from sidecar.core.sink import Batch, Source
 from sidecar.modes.stream.sink import GATHER_BYTES, StreamSink
 from tests.checker import check
 from tests.deliveries import CountingDeliveries
@@ -135,8 +137,9 @@ def test_batches_the_sink_refuses_reach_it_through_the_reader_once_and_in_file_o
     assert sink.emitted, "no refused batch came through the reader"
 
 
-def test_a_burst_larger_than_a_gathered_write_after_a_quiet_spell_comes_out_whole(tmp_path: Path) -> None:
-    """The stream sink refuses to gather a large batch: the reader copies it in the kernel instead."""
+@contextlib.contextmanager
+def _pipe_read_by_a_thread() -> Iterator[tuple[int, bytearray]]:
+    """A pipe's write end for a sink, and what a thread reading its other end received."""
     read_end, write_end = os.pipe()
     received = bytearray()
 
@@ -146,26 +149,71 @@ def test_a_burst_larger_than_a_gathered_write_after_a_quiet_spell_comes_out_whol
 
     reader = threading.Thread(target=read_all, daemon=True)
     reader.start()
-    writer = LogWriter(tmp_path / "logs" / "app.log")
-    sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
-
-    async def bursts() -> None:
-        for _ in range(3):
-            writer.write(1)
-            await asyncio.sleep(0.05)
-            writer.write(3 * GATHER_BYTES // 40)
-            await asyncio.sleep(0.05)
-        size = os.path.getsize(tmp_path / "logs" / "app.log")
-        await until(lambda: len(received) >= size)
-
     try:
-        _follow(tmp_path, sink, bursts)
+        yield write_end, received
     finally:
         os.close(write_end)
         reader.join(30)
         os.close(read_end)
+
+
+def test_a_burst_larger_than_a_gathered_write_after_a_quiet_spell_comes_out_whole(tmp_path: Path) -> None:
+    """The stream sink refuses to gather a large batch: the reader copies it in the kernel instead."""
+    writer = LogWriter(tmp_path / "logs" / "app.log")
+    with _pipe_read_by_a_thread() as (write_end, received):
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
+
+        async def bursts() -> None:
+            for _ in range(3):
+                writer.write(1)
+                await asyncio.sleep(0.05)
+                writer.write(3 * GATHER_BYTES // 40)
+                await asyncio.sleep(0.05)
+            size = os.path.getsize(tmp_path / "logs" / "app.log")
+            await until(lambda: len(received) >= size)
+
+        _follow(tmp_path, sink, bursts)
     report = check(bytes(received), {"app": writer.written})
     assert report.ok, report.summary()
+
+
+class CountingStreamSink(StreamSink):
+    """The stream sink, counting the lines it wrote at once and the batches offered to it."""
+
+    def __init__(self, fd: int) -> None:
+        self.deliveries = CountingDeliveries()
+        super().__init__(self.deliveries, "raw", fd=fd)
+        self.at_once = self.offers = 0
+
+    def write_now(self, source: Source, data: memoryview, lines: int) -> bool:
+        written = super().write_now(source, data, lines)
+        self.at_once += written
+        return written
+
+    def offer(self, batch: Batch) -> bool:
+        self.offers += 1
+        return super().offer(batch)
+
+
+def test_a_line_now_and_then_into_a_pipe_is_written_at_once_counted_and_its_position_saved(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "app.log"
+    writer = LogWriter(path)
+    with _pipe_read_by_a_thread() as (write_end, received):
+        sink = CountingStreamSink(write_end)
+
+        async def trickle() -> None:
+            for _ in range(40):
+                writer.write(1)
+                await asyncio.sleep(0.01)
+            await until(lambda: bytes(received).count(b"\n") == 40)
+
+        _follow(tmp_path, sink, trickle)
+    report = check(bytes(received), {"app": writer.written})
+    assert report.ok, report.summary()
+    assert sink.at_once >= 35, f"{sink.at_once} of 40 lines written at once, {sink.offers} batches offered"
+    assert (sink.deliveries.lines, sink.deliveries.nbytes) == (40, path.stat().st_size)
+    (saved,) = json.loads((tmp_path / "state" / "sidecar-state.json").read_text())["files"]
+    assert saved["offset"] == path.stat().st_size
 
 
 def test_a_sink_failing_on_the_quick_path_ends_the_run_with_an_error(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import json
 import os
+import select
 import termios
 import threading
 from collections.abc import Callable
@@ -159,3 +160,57 @@ def test_offered_batch_is_committed_only_once_the_pipe_took_it_and_large_ones_ar
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def _fill(write_end: int) -> int:
+    filler = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(filler, b"x")
+    except BlockingIOError:
+        return filled
+    finally:
+        os.close(filler)
+
+
+def test_lines_written_at_once_into_a_pipe_are_whole_or_not_written_at_all() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        counter = CountingDeliveries()
+        sink = StreamSink(counter, "raw", fd=write_end)
+        source = Source(PATH, "/var/log/app/*.log")
+        lines = b"one\ntwo\n"
+        assert sink.write_now(source, memoryview(lines), 2)
+        assert os.read(read_end, 1 << 20) == lines
+        assert (counter.lines, counter.nbytes) == (2, len(lines))
+        assert not sink.write_now(source, memoryview(b"z" * select.PIPE_BUF + b"\n"), 1), "larger: not atomic"
+        filled = _fill(write_end)
+        assert not sink.write_now(source, memoryview(b"full\n"), 1)
+        out = bytearray()
+        while len(out) < filled:
+            out += os.read(read_end, 1 << 20)
+        assert bytes(out) == b"x" * filled, "a refused write leaves nothing in the pipe"
+        assert (counter.lines, counter.nbytes) == (2, len(lines))
+        asyncio.run(sink.drain(1.0))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_lines_are_not_written_at_once_behind_gathered_ones_or_other_than_raw_into_a_pipe(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    source = Source(PATH, "/var/log/app/*.log")
+    try:
+        sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
+        _fill(write_end)
+        assert sink.offer(_batch(b"gathered\n"))
+        os.read(read_end, 1 << 20)
+        assert not sink.write_now(source, memoryview(b"after\n"), 1), "it would overtake the gathered line"
+        assert not StreamSink(CountingDeliveries(), "json", fd=write_end).write_now(source, memoryview(b"a\n"), 1)
+        asyncio.run(sink.drain(1.0))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with (tmp_path / "out").open("wb") as out:
+        assert not StreamSink(CountingDeliveries(), "raw", fd=out.fileno()).write_now(source, memoryview(b"a\n"), 1)

@@ -61,6 +61,12 @@ class Ledger:
 
         return commit
 
+    def advance(self, end: int) -> None:
+        """The bytes up to ``end`` were made safe at once, with no batch out (see :attr:`idle`): move there."""
+        moved = end - self.committed
+        self.committed = end
+        self._on_advance(moved)
+
     @property
     def idle(self) -> bool:
         return self._pending is None

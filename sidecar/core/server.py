@@ -311,7 +311,8 @@ class FileServer:
         than the line. Only the plain case is served here, a round's own steps in the same order (read,
         frame, offer, write), after the reader's pause when writes keep coming; anything that needs waiting
         or a look around (a sink holding back, a file with more to read, a truncation, rotated files) is
-        left to the reader, woken for it. Batches already read and refused by the sink are handed to the
+        left to the reader, woken for it. The lines of a round of one file are written at once when the sink
+        can (:meth:`_written_now`). Batches already read and refused by the sink are handed to the
         reader, which gives them to the sink before it reads anything else; a batch is offered again once
         after a flush (a sink that gathered enough to write may take more once it wrote).
         """
@@ -323,11 +324,13 @@ class FileServer:
                 return False
         try:
             looked = time.time()
-            for tail in self._registry.to_read(changes.paths, ()):
+            tails = self._registry.to_read(changes.paths, ())
+            alone = len(tails) == 1
+            for tail in tails:
                 taken = self._take(tail, looked)
                 if taken is True:
                     return False
-                if isinstance(taken, Chunk):
+                if isinstance(taken, Chunk) and not (alone and self._written_now(tail, taken)):
                     batches = self._batches(tail, taken)
                     for index, batch in enumerate(batches):
                         if not (self._sink.offer(batch) or (self._sink.flush_now() and self._sink.offer(batch))):
@@ -344,6 +347,20 @@ class FileServer:
         self._end_round()
         self._checkpointer.caught_up()
         self._liveness.beat()
+        return True
+
+    def _written_now(self, tail: Tail, chunk: Chunk) -> bool:
+        """Whether the sink wrote the chunk's lines at once (:meth:`Sink.write_now`): one run of whole lines of
+        a file with nothing in the sink, the only file the round reads (lines of many files are gathered into
+        one write instead). Its position then moves past them here; no batch is made."""
+        if len(chunk.pieces) != 1 or tail.in_sink or not tail.ledger.idle:
+            return False
+        piece = chunk.pieces[0]
+        if piece.start < 0 or not self._sink.write_now(tail.source, piece.data, piece.lines):
+            return False
+        tail.splitting = False
+        self._observer.read(tail.pattern, piece.lines, len(piece.data))
+        tail.ledger.advance(chunk.base + piece.end)
         return True
 
     def _end_round(self) -> None:

@@ -84,6 +84,15 @@ class Sink(Protocol):
         says no, and the reader then waits in :meth:`emit` as usual.
         """
 
+    def write_now(self, source: Source, data: memoryview, lines: int) -> bool:
+        """Write ``data`` (complete lines of ``source``) whole at once, or refuse it without taking any: True
+        means the lines are safe, and the caller moves the file's position past them itself.
+
+        The quick path's shortcut for a line or a few, with nothing of the file out: no batch to make, gather
+        or commit (at 1k lines/s, 7.8-9.8 -> 7.3-7.8 % of a core). A sink that cannot make lines safe at
+        once (agent mode waits for acks) refuses, and the lines go the usual way (:meth:`offer`).
+        """
+
     async def flush(self) -> None:
         """The reader has nothing more for now: a sink that gathers small batches into one write does it now."""
 

@@ -213,6 +213,9 @@ class ForwardSink:
         for owned in holds:
             owned.release()
 
+    def write_now(self, source: Source, data: memoryview, lines: int) -> bool:
+        return False  # lines are safe only once a receiver acknowledged them
+
     def offer(self, batch: Batch) -> bool:
         """Taken unless chunks wait for the window, which is when :meth:`emit` would hold the reader back."""
         if self._sealed:

@@ -16,12 +16,13 @@ import errno
 import fcntl
 import json
 import os
+import select
 import stat
 from typing import Literal, Protocol
 
 import stringzilla
 
-from sidecar.core.sink import Batch
+from sidecar.core.sink import Batch, Source
 from sidecar.errors import SidecarError
 
 Format = Literal["raw", "json"]
@@ -53,6 +54,7 @@ class StreamSink:
         self._counter = counter
         self._fmt = fmt
         self._fd, self._owned = _nonblocking_twin(fd)
+        self._atomic = fmt == "raw" and _is_pipe(self._fd)
         self._sendfile = fmt == "raw"
         self._gathered = bytearray()
         self._gathered_batches: list[tuple[int, Batch]] = []
@@ -74,6 +76,16 @@ class StreamSink:
 
     def offer(self, batch: Batch) -> bool:
         return len(self._gathered) < GATHER_BYTES and self._gather(batch)
+
+    def write_now(self, source: Source, data: memoryview, lines: int) -> bool:
+        """Into a pipe, a write of at most ``PIPE_BUF`` bytes is whole or not at all (POSIX): one call, and the
+        lines are safe or untouched. Only with nothing gathered before them, which would be written later."""
+        if not self._atomic or self._gathered or len(data) > select.PIPE_BUF:
+            return False
+        if not self._write_now(data):
+            return False
+        self._counter.delivered(source.pattern, lines, len(data))
+        return True
 
     def _gather(self, batch: Batch) -> bool:
         """Keep a small batch for the next write; a large one is left to be copied (or written) alone."""
@@ -184,13 +196,20 @@ def _file_still_holds(batch: Batch) -> bool:
         return False
 
 
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def _nonblocking_twin(fd: int) -> tuple[int, bool]:
     """A non-blocking descriptor of our own for a pipe (enlarged) or terminal; other stdouts are used as they are.
 
     Regular files never block, and reopening one would lose its offset; sockets cannot be reopened.
     """
     try:
-        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        is_pipe = _is_pipe(fd)
         if is_pipe or os.isatty(fd):
             twin = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             if is_pipe:
