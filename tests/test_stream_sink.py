@@ -9,6 +9,7 @@ every byte of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -129,19 +130,25 @@ def test_raw_batch_is_committed_only_after_the_pipe_took_its_last_byte(tmp_path:
     assert bytes(received) == data
 
 
+def _fill(write_end: int) -> int:
+    """Fill the pipe to its last byte with ``x``; returns how many were written."""
+    filler = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)
+    filled = 0
+    try:
+        for piece in (b"x" * 4096, b"x"):
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    filled += os.write(filler, piece)
+    finally:
+        os.close(filler)
+    return filled
+
+
 def test_offered_batch_is_committed_only_once_the_pipe_took_it_and_large_ones_are_left_to_emit() -> None:
     read_end, write_end = os.pipe()
     try:
         sink = StreamSink(CountingDeliveries(), "raw", fd=write_end)
-        filler = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)
-        filled = 0
-        try:
-            while True:
-                filled += os.write(filler, b"x" * 4096)
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(filler)
+        filled = _fill(write_end)
         committed: list[bytes] = []
         first, second = b"first line\n", b"second line\n"
         assert sink.offer(_batch(first, on_commit=lambda: committed.append(first)))
@@ -160,18 +167,6 @@ def test_offered_batch_is_committed_only_once_the_pipe_took_it_and_large_ones_ar
     finally:
         os.close(read_end)
         os.close(write_end)
-
-
-def _fill(write_end: int) -> int:
-    filler = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)
-    filled = 0
-    try:
-        while True:
-            filled += os.write(filler, b"x")
-    except BlockingIOError:
-        return filled
-    finally:
-        os.close(filler)
 
 
 def test_lines_written_at_once_into_a_pipe_are_whole_or_not_written_at_all() -> None:
