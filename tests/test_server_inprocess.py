@@ -795,3 +795,65 @@ def test_a_sweep_while_events_are_live_reads_no_file_again_whose_size_is_where_w
         await until(lambda: sink.out.endswith(b"FIRST\nSECOND\n"))
 
     _run_server(tmp_path, logs / "*.log", body)
+
+
+class HoldingSink(Unbuffered):
+    """Collects lines; while ``hold`` is set, leaves them uncommitted, as agent mode does until a receiver acks."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.hold = False
+        self.held: list[Batch] = []
+
+    async def emit(self, batch: Batch) -> None:
+        self.offer(batch)
+
+    def offer(self, batch: Batch) -> bool:
+        self.out += bytes(batch.data)
+        if self.hold:
+            self.held.append(batch)
+        else:
+            batch.commit()
+        return True
+
+
+def test_a_copy_of_lines_read_but_not_yet_delivered_when_the_file_was_copytruncated_is_read_again_after_a_restart(
+        tmp_path: Path) -> None:
+    """The copy holds just what we read, so it has nothing new to read; but the last 500 lines are still
+    unacknowledged. A restart must read them again from the copy, not take the copy as done."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    writer = LogWriter(app)
+    config = _config(tmp_path, app)
+
+    async def run(sink: HoldingSink, body: Callable[[], Any]) -> None:
+        server = FileServer(config, sink, NullObserver())
+        stop = asyncio.Event()
+        task = asyncio.create_task(server.run(stop))
+        await body()
+        stop.set()
+        await task
+
+    first, second = HoldingSink(), HoldingSink()
+    sizes: dict[str, int] = {}
+
+    async def rotate() -> None:
+        writer.write(1000)
+        await until(lambda: len(first.out) == app.stat().st_size)
+        sizes["delivered"] = len(first.out)
+        first.hold = True
+        writer.write(500)
+        await until(lambda: len(first.out) == app.stat().st_size)
+        writer.copytruncate(logs / "app.log.1")
+        writer.write(200)
+        sizes["undelivered"] = (logs / "app.log.1").stat().st_size - sizes["delivered"] + app.stat().st_size
+        await until(lambda: len(first.out) == sizes["delivered"] + sizes["undelivered"])
+
+    async def read_again() -> None:
+        await until(lambda: len(second.out) == sizes["undelivered"])
+
+    asyncio.run(run(first, rotate))
+    asyncio.run(run(second, read_again))
+    report = check(bytes(first.out[: sizes["delivered"]] + second.out), {"app": writer.written})
+    assert report.ok, report.summary()

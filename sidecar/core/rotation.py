@@ -341,9 +341,13 @@ class Rotation:
         tail.looked_at = time.time()
 
     def _resume_copy(self, tail: Tail, copy: _Candidate, resume: int) -> None:
-        """Read the copy from where we were: it holds the range the truncation took from us."""
+        """Read the copy from where we were: it holds the range the truncation took from us.
+
+        A copy that holds just what we read is known at its end, unless some of those lines are not
+        delivered yet (a receiver's ack outstanding): then it is followed at its end, on the file's ledger,
+        so that its entry is where delivery stands, and a restart reads the rest again from it."""
         size = copy.st.st_size
-        if size <= resume:
+        if size < resume or (size == resume and tail.ledger.committed >= size):
             os.close(copy.fd)
             self._registry.remember(Entry(copy.key.dev, copy.key.ino, tail.fp.digest, tail.fp.length, size,
                                           copy.path, tail.pattern, time.time()))
