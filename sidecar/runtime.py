@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sidecar import log as diagnostics
 from sidecar.core.config import FollowConfig
+from sidecar.core.loop import LendingLoop
 from sidecar.core.server import FileServer
 from sidecar.core.sink import Sink
 from sidecar.errors import SidecarError
@@ -75,7 +76,8 @@ def run_mode(mode: Mode) -> int:
     diagnostics.setup(mode.runtime.log_level, mode.runtime.log_format)
     _raise_open_file_limit()
     try:
-        return asyncio.run(_main(mode))
+        with asyncio.Runner(loop_factory=LendingLoop) as runner:
+            return runner.run(_main(mode))
     except SidecarError as exc:
         log.error("fatal", error=str(exc))
         return exc.exit_code

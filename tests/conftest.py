@@ -26,6 +26,7 @@ Numbered lines to write and check come from ``tests.writer`` and ``tests.checker
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -45,6 +46,7 @@ from typing import Literal, Protocol
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.core.loop import LendingLoop
 from tests.checker import delivered, scan
 from tests.writer import LogWriter
 
@@ -391,6 +393,26 @@ class SidecarFactory(Protocol):
         start: bool = True,
         ready: bool = True,
     ) -> SidecarProcess: ...
+
+
+class _LendingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return LendingLoop()
+
+
+@pytest.fixture(autouse=True)
+def _production_loop() -> Iterator[None]:
+    """In-process tests run on the loop the sidecar runs on (``asyncio.run`` included), whose data reader
+    serves writes from its own thread; a test asks for a plain loop with :func:`plain_loop`."""
+    asyncio.set_event_loop_policy(_LendingPolicy())
+    yield
+    asyncio.set_event_loop_policy(None)
+
+
+@pytest.fixture
+def plain_loop() -> None:
+    """A plain selector loop for this test: the watcher serves writes from the loop's own reader callback."""
+    asyncio.set_event_loop_policy(None)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""The quick path: writes served from the event loop while the reader waits, and what it leaves to the reader.
+"""The quick path: writes served while the reader waits (from the loop's sleep or the loop), and what it leaves
+to the reader.
 
 A sink records which way each batch came (``offer`` from the loop, ``emit`` from the reader task) and can
 refuse offers, as a sink holding back would: refused batches must still come out once, in file order.
@@ -26,6 +27,13 @@ from tests.checker import check
 from tests.deliveries import CountingDeliveries
 from tests.sinks import Unbuffered, until
 from tests.writer import LogWriter
+
+
+@pytest.fixture(autouse=True, params=["lending loop", "plain loop"])
+def _either_loop(request: pytest.FixtureRequest) -> None:
+    """Writes are served from the lending loop's reader thread or, on a plain loop, from the loop itself."""
+    if request.param == "plain loop":
+        request.getfixturevalue("plain_loop")
 
 
 class RecordingSink(Unbuffered):

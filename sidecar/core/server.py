@@ -12,8 +12,8 @@ with a clear error instead of leaving it half alive:
 Beside them, the watcher reports new names from the event loop as soon as the kernel does; they are
 opened at once (:meth:`FileServer._on_names`), before any coalescing, so that a generation deleted a few
 milliseconds after it was created is still read from its open descriptor. Writes that come while the
-reader waits are served from the loop too when nothing about them needs waiting
-(:meth:`FileServer._serve_now`).
+reader waits are served as the loop would serve them, in its sleep (:mod:`sidecar.core.loop`), when
+nothing about them needs waiting (:meth:`FileServer._serve_now`).
 """
 
 from __future__ import annotations
@@ -304,8 +304,8 @@ class FileServer:
             self._give_up(tail, tail.give_up)
 
     def _serve_now(self, changes: Changes) -> bool:
-        """The quick path: writes to followed files, served from the event loop while the reader waits; True
-        when served whole.
+        """The quick path: writes to followed files, served while the reader waits (on the data descriptor's
+        thread in the loop's sleep, or from the loop itself); True when served whole.
 
         A line written now and then would otherwise cost a wake-up of the reader task, which takes more CPU
         than the line. Only the plain case is served here, a round's own steps in the same order (read,

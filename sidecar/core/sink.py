@@ -79,7 +79,7 @@ class Sink(Protocol):
     def offer(self, batch: Batch) -> bool:
         """Take a batch only if that needs no waiting; False leaves it untaken, for :meth:`emit`.
 
-        The core's quick path (a write served from the event loop while the reader waits) hands lines over
+        The core's quick path (a write served while the reader waits, as the loop would) hands lines over
         this way: a wake-up of the reader task costs more than the line. A sink holding back (a full window)
         says no, and the reader then waits in :meth:`emit` as usual.
         """

@@ -55,8 +55,9 @@ class Watcher(Protocol):
 
         This is what lets a generation created and deleted within milliseconds be opened (and so read from
         its descriptor) before it is gone: it does not wait for the reader to finish what it is doing.
-        Writes that come while the reader waits are offered to ``on_data`` first, from the loop too: a
-        backend that reports them as they happen wakes the reader only for those it did not serve.
+        Writes that come while the reader waits are offered to ``on_data`` first, from the loop or, on a
+        :class:`~sidecar.core.loop.LendingLoop`, in its sleep: a backend that reports them as they happen
+        wakes the reader only for those it did not serve.
         """
 
     def watch(self, dirs: set[str]) -> None:

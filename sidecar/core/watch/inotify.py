@@ -8,9 +8,9 @@ Two inotify instances share the directory list, because the two kinds of event w
 - *names* (create, move, delete) are read the moment the kernel queues them, from the event loop's reader
   callback, and reported at once: a generation that lives for milliseconds must be opened before it is
   deleted, even while the reader is busy or held back by the sink;
-- *data* (writes) is read only while the reader waits (the loop reports it then), so that while the reader
-  is busy the kernel merges a stream of writes into few events and a busy file costs one wake-up per read
-  round, not one per write.
+- *data* (writes) is read only while the reader waits (its own thread, or the loop, reports it then), so
+  that while the reader is busy the kernel merges a stream of writes into few events and a busy file costs
+  one wake-up per read round, not one per write.
 
 The data instance hears of names too, in the order they came among the writes, and only for that: a write
 read after a name changed is not served before the names instance was read.
@@ -26,6 +26,7 @@ import os
 import struct
 import sys
 
+from sidecar.core.loop import LendingLoop, LentReader
 from sidecar.core.watch.base import Changes, DataCallback, NameChange, NameEvent, NamesCallback
 from sidecar.errors import SidecarError
 from sidecar.log import get_logger
@@ -206,6 +207,7 @@ class InotifyWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unwatched: set[str] = set()
         self._data_watched = False
+        self._lent: LentReader | None = None
 
     @property
     def live(self) -> bool:
@@ -214,8 +216,10 @@ class InotifyWatcher:
     def start(self, on_names: NamesCallback, on_data: DataCallback | None = None) -> None:
         self._on_names = on_names
         self._on_data = on_data
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._names.fd, self._names_ready)
+        self._loop = loop = asyncio.get_running_loop()
+        loop.add_reader(self._names.fd, self._names_ready)
+        if on_data is not None and isinstance(loop, LendingLoop):
+            self._lent = loop.add_lent_reader(self._data.fd, self._data_ready)
 
     def watch(self, dirs: set[str]) -> None:
         failed = self._names.watch(dirs) | self._data.watch(dirs)
@@ -237,20 +241,23 @@ class InotifyWatcher:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _drain(self) -> None:
-        if self._data.read(self._pending):
+    def _drain(self) -> bool:
+        got = self._data.read(self._pending)
+        if got:
             self._has_events = True
+        return got
 
     def _data_ready(self) -> None:
         """Writes, while the reader waits: offered to ``on_data`` first, and the reader is woken only for what
         it did not serve. A reader busy reading needs no news of them: the descriptor is left alone until it
-        waits again, and meanwhile the kernel merges the writes into few events."""
-        self._drain()
+        waits again, and meanwhile the kernel merges the writes into few events. On a :class:`LendingLoop`
+        this runs on the data descriptor's own thread, in the loop's sleep: a line costs no loop round."""
+        got = self._drain()
         waiter = self._waiter
         if waiter is None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._data.fd)
-                self._data_watched = False
+            self._disarm()
+            return
+        if not got:  # what woke us was read meanwhile
             return
         if self._data.names_seen:  # names first: a write must not be served before the rename that came before it
             self._names_ready()
@@ -265,8 +272,8 @@ class InotifyWatcher:
     async def wait(self, timeout: float) -> Changes:
         """Wait for an event, then hand over what was queued; ``everything`` after ``timeout`` without one.
 
-        The data descriptor stays with the loop from one wait to the next while writes come one at a time
-        (a trickle costs no registration per line), and is read at once when the loop reports it. The
+        The data descriptor stays armed from one wait to the next while writes come one at a time (a
+        trickle costs no registration per line), and is read at once when it is reported. The
         timeout's timer is not set and cancelled per wait either: one that would fire too early is moved on
         when it fires (:meth:`_timer_fired`), so a wake-up per line costs no timer of its own."""
         loop = self._loop
@@ -274,8 +281,7 @@ class InotifyWatcher:
             loop = self._loop = asyncio.get_running_loop()
         if not self._data_watched:
             self._drain()
-            loop.add_reader(self._data.fd, self._data_ready)
-            self._data_watched = True
+            self._arm(loop)
         if not self._has_events:
             self._until = until = loop.time() + max(timeout, 0.0)
             if self._timer is None or self._timer.when() > until:
@@ -292,6 +298,20 @@ class InotifyWatcher:
         changes, self._pending = self._pending, Changes()
         self._has_events = False
         return changes
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._data_watched = True
+        if self._lent is not None:
+            self._lent.arm()
+        else:
+            loop.add_reader(self._data.fd, self._data_ready)
+
+    def _disarm(self) -> None:
+        self._data_watched = False
+        if self._lent is not None:
+            self._lent.disarm()
+        elif self._loop is not None:
+            self._loop.remove_reader(self._data.fd)
 
     def take_queued(self, into: Changes) -> bool:
         self._data.read(into)
@@ -324,7 +344,9 @@ class InotifyWatcher:
             self._timer.cancel()
         if self._loop is not None:
             self._loop.remove_reader(self._names.fd)
-            if self._data_watched:
+            if self._lent is not None:
+                self._lent.close()
+            elif self._data_watched:
                 self._loop.remove_reader(self._data.fd)
         self._names.close()
         self._data.close()
