@@ -21,8 +21,8 @@ from sidecar.core.loop import LendingLoop, LentReader
 T = TypeVar("T")
 
 
-def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    with asyncio.Runner(loop_factory=LendingLoop) as runner:
+def _run(main: Callable[[], Coroutine[Any, Any, T]], debug: bool = False) -> T:
+    with asyncio.Runner(loop_factory=LendingLoop, debug=debug) as runner:
         return runner.run(asyncio.wait_for(main(), 10))
 
 
@@ -42,7 +42,10 @@ def _lent(fd: int, callback: Callable[[], None]) -> LentReader:
     return loop.add_lent_reader(fd, callback)
 
 
-def test_a_lent_callback_runs_on_its_own_thread_and_resolves_a_future_the_loop_awaits() -> None:
+@pytest.mark.parametrize("debug", [False, True], ids=["", "asyncio debug mode"])
+def test_a_lent_callback_runs_on_its_own_thread_and_resolves_a_future_the_loop_awaits(debug: bool) -> None:
+    """In asyncio's debug mode too, which refuses calls from other threads than the loop's: the borrower's
+    are the loop's own (refused, a future would be left done with its awaiting task never woken)."""
     async def main() -> tuple[int, float]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int] = loop.create_future()
@@ -64,7 +67,7 @@ def test_a_lent_callback_runs_on_its_own_thread_and_resolves_a_future_the_loop_a
             reader.close()
         return ident, took
 
-    ident, took = _run(main)
+    ident, took = _run(main, debug)
     assert ident != threading.get_ident()
     assert took < 0.5
 

@@ -64,6 +64,11 @@ class LendingLoop(asyncio.SelectorEventLoop):
             self._asked = True
         return super().call_at(when, callback, *args, context=context)
 
+    def _check_thread(self) -> None:
+        """asyncio's debug mode refuses calls from other threads; the borrower's are the loop's own."""
+        if not self._borrowed:
+            super()._check_thread()  # type: ignore[misc]
+
     def lend(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` as the loop, in its sleep; False (not run) once the loop is closed. Whatever it
         scheduled wakes the loop afterwards."""
