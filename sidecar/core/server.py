@@ -32,6 +32,7 @@ from sidecar.core.config import FollowConfig
 from sidecar.core.discovery import Discovery
 from sidecar.core.events import Liveness, Observer
 from sidecar.core.identity import FileKey
+from sidecar.core.lines import Piece
 from sidecar.core.paths import PathsProvider
 from sidecar.core.problems import Problems
 from sidecar.core.registry import Registry
@@ -274,17 +275,20 @@ class FileServer:
     def _batches(self, tail: Tail, chunk: Chunk, split: bool = True) -> list[Batch]:
         """The chunk's pieces as batches, each registered with the ledger now: a truncation noticed while the
         sink waits restarts the tail on a new ledger, and these bytes belong to the old one."""
-        observer, pattern = self._observer, tail.pattern
         batches = []
         for piece in chunk.pieces:
-            if piece.start >= 0:
-                tail.splitting = False
-            elif split and not tail.splitting:
-                observer.long_line(pattern)
-                tail.splitting = True
-            observer.read(pattern, piece.lines, len(piece.data))
+            self._count_read(tail, piece, split)
             batches.append(tail.batch(piece, chunk.base))
         return batches
+
+    def _count_read(self, tail: Tail, piece: Piece, split: bool = True) -> None:
+        """Count a piece as read; a piece cut from a line over --max-line-bytes counts that line once."""
+        if piece.start >= 0:
+            tail.splitting = False
+        elif split and not tail.splitting:
+            self._observer.long_line(tail.pattern)
+            tail.splitting = True
+        self._observer.read(tail.pattern, piece.lines, len(piece.data))
 
     async def _emit(self, tail: Tail, chunk: Chunk, split: bool = True) -> None:
         tail.in_sink += 1
@@ -358,8 +362,7 @@ class FileServer:
         piece = chunk.pieces[0]
         if piece.start < 0 or not self._sink.write_now(tail.source, piece.data, piece.lines):
             return False
-        tail.splitting = False
-        self._observer.read(tail.pattern, piece.lines, len(piece.data))
+        self._count_read(tail, piece)
         tail.ledger.advance(chunk.base + piece.end)
         return True
 
