@@ -195,21 +195,17 @@ def test_a_lent_callback_that_raises_is_reported_on_the_loop_and_the_reader_goes
 def test_the_reader_thread_ends_when_closed_or_when_its_loop_closes(close_first: str) -> None:
     threads: list[threading.Thread] = []
 
-    async def main() -> None:
-        read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    async def main(read: int) -> None:
         reader = _lent(read, lambda: None)
         reader.arm()
         threads.extend(t for t in threading.enumerate() if t not in before and t.name.startswith("lent-reader"))
         if close_first == "reader":
             reader.close()
             await asyncio.sleep(0)  # the thread needs the loop's sleep to see it
-        fds.extend((read, write))
 
-    fds: list[int] = []
     before = set(threading.enumerate())
-    _run(main)
-    for fd in fds:
-        os.close(fd)
+    with _pipe() as (read, _):
+        _run(lambda: main(read))
     assert len(threads) == 1
     threads[0].join(5)
     assert not threads[0].is_alive()
